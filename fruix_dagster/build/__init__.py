@@ -1,0 +1,1 @@
+"""Make invocations as data, step fingerprints, the '>>>' marker parser, step runs."""

@@ -1,0 +1,125 @@
+"""The harness's make invocations, as data.
+
+Exactly the Phase 20.2 commands, run from ``source_root``::
+
+    make -jN buildworld
+    make -jN buildkernel KERNCONF=…
+    make DESTDIR=<root>/stage-world DB_FROM_SRC=yes installworld
+    make DESTDIR=<root>/stage-world DB_FROM_SRC=yes distribution
+    make DESTDIR=<root>/stage-kernel DB_FROM_SRC=yes installkernel
+
+each with ``MAKEOBJDIRPREFIX=<root>/obj`` in the environment (FreeBSD reads it
+only from there), ``TARGET``/``TARGET_ARCH`` on the command line and the
+validated make variables from the settings file.  Variables are argv words, so
+a value with spaces, quotes or ``$(…)`` reaches make unchanged.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from fruix_dagster.build.fingerprint import fingerprint, output_argv
+from fruix_dagster.guest.detached import StepSpec
+from fruix_dagster.guest.fence import check_build_root
+
+WORLD_STEPS = ("buildworld", "installworld", "distribution")
+KERNEL_STEPS = ("buildkernel", "installkernel")
+STEP_NAMES = ("buildworld", "buildkernel", "installworld", "distribution", "installkernel")
+
+
+@dataclass(frozen=True)
+class MakeStep:
+    name: str
+    argv: tuple[str, ...]
+    cwd: str
+    fingerprint: str
+
+    @property
+    def command(self) -> str:
+        """The command as a person would type it (shell-quoted)."""
+        return shlex.join(self.argv)
+
+    @property
+    def spec(self) -> StepSpec:
+        return StepSpec(self.name, self.argv, self.cwd, self.fingerprint)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    build_root: str
+    source_root: str
+    jobs: int
+    steps: dict[str, MakeStep] = field(hash=False)
+
+    @property
+    def obj_dir(self) -> str:
+        return f"{self.build_root}/obj"
+
+    @property
+    def world_stage(self) -> str:
+        return f"{self.build_root}/stage-world"
+
+    @property
+    def kernel_stage(self) -> str:
+        return f"{self.build_root}/stage-kernel"
+
+    def artifact_dir(self, slice_name: str) -> str:
+        return f"{self.build_root}/artifact-{slice_name}"
+
+
+def _vars(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    return [f"{k}={v}" for k, v in pairs]
+
+
+def plan_build(
+    *,
+    build_root: str,
+    make: str,
+    jobs: int,
+    source_root: str,
+    source_hash: str,
+    target: str,
+    target_arch: str,
+    kernconf: str,
+    make_vars: Sequence[tuple[str, str]] = (),
+    world_make_vars: Sequence[tuple[str, str]] = (),
+    kernel_make_vars: Sequence[tuple[str, str]] = (),
+    clean: bool = False,
+) -> BuildPlan:
+    """All five steps with their fingerprints chained along the dependencies."""
+    root = check_build_root(build_root)
+    env = ["env", f"MAKEOBJDIRPREFIX={root}/obj", make]
+    common = [f"TARGET={target}", f"TARGET_ARCH={target_arch}", *_vars(make_vars)]
+    incremental = [] if clean else ["WITHOUT_CLEAN=yes"]
+    world_destdir = [f"DESTDIR={root}/stage-world", "DB_FROM_SRC=yes"]
+    kernel_destdir = [f"DESTDIR={root}/stage-kernel", "DB_FROM_SRC=yes"]
+    world = _vars(world_make_vars)
+    kernel = [f"KERNCONF={kernconf}", *_vars(kernel_make_vars)]
+    argvs: dict[str, list[str]] = {
+        "buildworld": [*env, f"-j{jobs}", *common, *world, *incremental, "buildworld"],
+        "buildkernel": [*env, f"-j{jobs}", *common, *kernel, *incremental, "buildkernel"],
+        "installworld": [*env, *common, *world, *world_destdir, "installworld"],
+        "distribution": [*env, *common, *world, *world_destdir, "distribution"],
+        "installkernel": [*env, *common, *kernel, *kernel_destdir, "installkernel"],
+    }
+    upstream = {
+        "buildworld": (),
+        "buildkernel": ("buildworld",),
+        "installworld": ("buildworld",),
+        "distribution": ("installworld",),
+        "installkernel": ("buildkernel",),
+    }
+    steps: dict[str, MakeStep] = {}
+    for name in STEP_NAMES:
+        argv = tuple(argvs[name])
+        parts: dict[str, Any] = {
+            "step": name,
+            "argv": output_argv(argv),
+            "cwd": source_root,
+            "source": source_hash,
+            "upstream": [steps[u].fingerprint for u in upstream[name]],
+        }
+        steps[name] = MakeStep(name, argv, source_root, fingerprint(**parts))
+    return BuildPlan(root, source_root, jobs, steps)

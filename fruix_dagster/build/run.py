@@ -1,0 +1,138 @@
+"""Running one make step detached on a guest and following it to the end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from fruix_dagster.build.make import MakeStep
+from fruix_dagster.build.markers import LogScanner, Marker, stage_durations
+from fruix_dagster.errors import BuildError, StepTimeout
+from fruix_dagster.guest.detached import DetachedSteps, Launch
+
+
+@dataclass
+class StepOutcome:
+    step: MakeStep
+    launch: Launch
+    exit_status: int
+    duration_s: float
+    stage_seconds: dict[str, int] = field(default_factory=dict)
+    log_bytes: int = 0
+
+    @property
+    def ran_make(self) -> bool:
+        return self.launch.action != "reused"
+
+    @property
+    def log_path(self) -> str:
+        return self.launch.log_path
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float | None = None        # wall clock since the step started
+    silent_s: float | None = None         # no new log bytes for this long
+    poll_s: float = 1.0                   # upper bound of the poll interval
+
+
+def run_step(
+    steps: DetachedSteps,
+    step: MakeStep,
+    *,
+    limits: Limits = Limits(),
+    on_marker: Callable[[Marker, int | None], None] | None = None,
+    on_info: Callable[[str], None] | None = None,
+    busy_wait: float = 0.0,
+    force: bool = False,
+) -> StepOutcome:
+    """Start (or attach to, or reuse) the step and follow its log to the end.
+
+    Raises BuildError with the exit status, the first error lines and the
+    last 40 log lines when the step fails; StepTimeout when a limit is hit
+    (the step's processes are stopped on the guest first).
+    """
+    info = on_info or (lambda _msg: None)
+    launch = steps.launch(step.spec, force=force, busy_wait=busy_wait, on_wait=lambda why: info(f"waiting: {why}"))
+    for w in launch.warnings:
+        info(f"WARNING: {w}")
+    info(f"{step.name}: {launch.action} in {launch.step_dir}")
+    scanner = LogScanner()
+    offset = 0
+    if launch.action == "reused":
+        status, _ = steps.poll(launch.step_dir, 0, 0)
+    else:
+        status = _follow(steps, launch, step, scanner, limits, on_marker)
+        offset = scanner.bytes_seen
+    started, finished = steps.read_times(launch.step_dir)
+    duration = float(finished - started) if started is not None and finished is not None else 0.0
+    marks = steps.read_markers(launch.step_dir)
+    outcome = StepOutcome(step, launch, status.exit_status if status.exit_status is not None else -1,
+                          duration, stage_durations(marks, finished), offset)
+    if status.state == "vanished" or outcome.exit_status != 0:
+        if not scanner.bytes_seen:
+            _, data = steps.poll(launch.step_dir, max(0, status.log_size - (256 << 10)), 256 << 10)
+            scanner.feed(data)
+            scanner.finish()
+        raise _failure(step, launch, status.state, outcome.exit_status, scanner)
+    return outcome
+
+
+def _follow(steps: DetachedSteps, launch: Launch, step: MakeStep, scanner: LogScanner,
+            limits: Limits, on_marker: Callable[[Marker, int | None], None] | None):
+    offset = 0
+    interval = 0.05
+    last_growth = time.monotonic()
+    while True:
+        status, data = steps.poll(launch.step_dir, offset)
+        if data:
+            offset += len(data)
+            last_growth = time.monotonic()
+            for marker in scanner.feed(data):
+                if on_marker:
+                    on_marker(marker, status.elapsed)
+            if offset < status.log_size:
+                continue
+            interval = 0.05
+        if status.finished and offset >= status.log_size:
+            for marker in scanner.finish():
+                if on_marker:
+                    on_marker(marker, status.elapsed)
+            return status
+        why = None
+        if limits.timeout_s is not None and status.elapsed is not None and status.elapsed > limits.timeout_s:
+            why = f"ran {status.elapsed} s, over the wall-clock limit of {limits.timeout_s:g} s"
+        elif limits.silent_s is not None and time.monotonic() - last_growth > limits.silent_s:
+            why = f"printed nothing for {time.monotonic() - last_growth:.0f} s, over the silence limit of {limits.silent_s:g} s"
+        if why:
+            steps.kill(launch.step_dir)
+            _, rest = steps.poll(launch.step_dir, offset)
+            scanner.feed(rest)
+            scanner.finish()
+            raise StepTimeout(
+                f"{step.name} timed out: it {why}; its processes were stopped on the guest.\n"
+                + _details(step, launch, scanner),
+                exit_status=None, log_path=launch.log_path)
+        time.sleep(interval)
+        interval = min(limits.poll_s, interval * 2)
+
+
+def _details(step: MakeStep, launch: Launch, scanner: LogScanner) -> str:
+    parts = [f"command: {step.command}", f"log: {launch.log_path}"]
+    if scanner.errors:
+        parts.append("first errors:\n  " + "\n  ".join(scanner.errors[:10]))
+    parts.append("last 40 lines:\n  " + "\n  ".join(scanner.tail(40)))
+    return "\n".join(parts)
+
+
+def _failure(step: MakeStep, launch: Launch, state: str, exit_status: int,
+             scanner: LogScanner) -> BuildError:
+    if state == "vanished":
+        head = (f"{step.name} was expected to finish with status 0, but its process vanished "
+                f"without an exit status (killed, or the guest rebooted); re-run to build it anew")
+    else:
+        head = (f"{step.name} failed with exit status {exit_status} (expected 0); fix the cause "
+                f"shown below and re-materialize — build failures are not retried")
+    return BuildError(head + "\n" + _details(step, launch, scanner),
+                      exit_status=exit_status, log_path=launch.log_path)
