@@ -429,7 +429,7 @@ def _show(v: Any, limit: int = 80) -> str:
     elif isinstance(v, dict):
         if not v:
             return "an empty table"
-        keys = ", ".join(list(v)[:8]) + (", …" if len(v) > 8 else "")
+        keys = ", ".join(_toml_key(k) for k in list(v)[:8]) + (", …" if len(v) > 8 else "")
         return f"a table (keys: {keys})"
     elif isinstance(v, list):
         if not v:
@@ -494,6 +494,8 @@ class _Validator:
             close = difflib.get_close_matches(bad, known, n=1)
             if close:
                 msg += f"; did you mean {close[0]!r}?"
+            elif key and bad in _TOP_KEYS:
+                msg += f"; if you meant the top-level {bad!r}, move it above the first [table] header"
             self.fail(where, msg)
         return raw
 
