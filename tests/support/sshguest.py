@@ -748,10 +748,14 @@ Subsystem sftp internal-sftp
         """argv for the system ``ssh`` client with strict host-key checking against :attr:`known_hosts`.
 
         ``command`` is a shell string (run by the guest's login shell, dash) or
-        an argv list (joined with ``shlex.join``); ``options`` go before the host.
+        an argv list (joined with ``shlex.join``); ``options`` (e.g. ``"-o",
+        "UserKnownHostsFile=…"``) come first and so override the defaults, since
+        ``ssh`` keeps the first value it sees for an option (``-i`` adds an
+        identity instead).
         """
         argv = [
             "ssh", "-F", "/dev/null",
+            *options,  # first: for ssh the first value given for an option wins
             "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={self.known_hosts}",
@@ -761,7 +765,6 @@ Subsystem sftp internal-sftp
             "-i", str(self.client_key),
             "-p", str(self.port),
             "-l", self.user,
-            *options,
             self.host,
         ]
         if command is not None:

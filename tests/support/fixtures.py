@@ -1,0 +1,76 @@
+"""pytest fixtures for :class:`tests.support.sshguest.SshGuest`.
+
+Import them into a conftest (or a test module)::
+
+    from tests.support.fixtures import ssh_guest, ssh_guest_factory, ssh_guest_source_tree  # noqa: F401
+
+``ssh_guest``
+    one started guest on ``127.0.0.2`` (state dir ``tmp_path/"guest"``),
+    stopped at teardown even when the test fails.
+``ssh_guest_factory``
+    ``ssh_guest_factory(name=None, address=None, start=True, **kwargs)``
+    creates guests at distinct addresses ``127.0.0.3``, ``127.0.0.4``, … (state
+    dir ``tmp_path/name``, default ``guest-<n>``); all are stopped at teardown.
+``ssh_guest_source_tree``
+    the source tree copied into the guests' store (default: the repository's
+    ``fruix_dagster/sample_src``); override it in a conftest to use another.
+
+The guests need root; without it the fixtures skip the test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .sshguest import DEFAULT_SOURCE_TREE, SshGuest
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("SshGuest needs root (mount namespaces, bind mounts, overlayfs)")
+
+
+@pytest.fixture
+def ssh_guest_source_tree() -> Path:
+    return DEFAULT_SOURCE_TREE
+
+
+@pytest.fixture
+def ssh_guest(tmp_path, ssh_guest_source_tree):
+    _require_root()
+    guest = SshGuest(tmp_path / "guest", address="127.0.0.2", source_tree=ssh_guest_source_tree)
+    try:
+        guest.start()
+        yield guest
+    finally:
+        guest.stop()
+
+
+@pytest.fixture
+def ssh_guest_factory(tmp_path, ssh_guest_source_tree):
+    _require_root()
+    guests: list[SshGuest] = []
+
+    def make(name: str | None = None, address: str | None = None, start: bool = True, **kwargs) -> SshGuest:
+        n = len(guests)
+        kwargs.setdefault("source_tree", ssh_guest_source_tree)
+        guest = SshGuest(tmp_path / (name or f"guest-{n}"), address=address or f"127.0.0.{3 + n}", **kwargs)
+        guests.append(guest)
+        if start:
+            guest.start()
+        return guest
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for guest in guests:
+            try:
+                guest.stop()
+            except Exception as exc:  # stop the others regardless
+                errors.append(exc)
+        if errors:
+            raise errors[0]
