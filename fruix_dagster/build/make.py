@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from fruix_dagster.build.fingerprint import fingerprint, output_argv
 from fruix_dagster.guest.detached import StepSpec
@@ -83,26 +83,30 @@ def plan_build(
     target: str,
     target_arch: str,
     kernconf: str,
-    make_vars: Sequence[tuple[str, str]] = (),
-    world_make_vars: Sequence[tuple[str, str]] = (),
-    kernel_make_vars: Sequence[tuple[str, str]] = (),
+    make_vars: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     clean: bool = False,
 ) -> BuildPlan:
-    """All five steps with their fingerprints chained along the dependencies."""
+    """All five steps with their fingerprints chained along the dependencies.
+
+    ``make_vars`` maps a step name to its extra ``NAME=value`` pairs.
+    """
+    extra = make_vars or {}
     root = check_build_root(build_root)
     env = ["env", f"MAKEOBJDIRPREFIX={root}/obj", make]
-    common = [f"TARGET={target}", f"TARGET_ARCH={target_arch}", *_vars(make_vars)]
+    common = [f"TARGET={target}", f"TARGET_ARCH={target_arch}"]
     incremental = [] if clean else ["WITHOUT_CLEAN=yes"]
     world_destdir = [f"DESTDIR={root}/stage-world", "DB_FROM_SRC=yes"]
     kernel_destdir = [f"DESTDIR={root}/stage-kernel", "DB_FROM_SRC=yes"]
-    world = _vars(world_make_vars)
-    kernel = [f"KERNCONF={kernconf}", *_vars(kernel_make_vars)]
+    kernel = [f"KERNCONF={kernconf}"]
+    v = {name: _vars(extra.get(name, ())) for name in STEP_NAMES}
     argvs: dict[str, list[str]] = {
-        "buildworld": [*env, f"-j{jobs}", *common, *world, *incremental, "buildworld"],
-        "buildkernel": [*env, f"-j{jobs}", *common, *kernel, *incremental, "buildkernel"],
-        "installworld": [*env, *common, *world, *world_destdir, "installworld"],
-        "distribution": [*env, *common, *world, *world_destdir, "distribution"],
-        "installkernel": [*env, *common, *kernel, *kernel_destdir, "installkernel"],
+        "buildworld": [*env, f"-j{jobs}", *common, *v["buildworld"], *incremental, "buildworld"],
+        "buildkernel": [*env, f"-j{jobs}", *common, *kernel, *v["buildkernel"], *incremental,
+                        "buildkernel"],
+        "installworld": [*env, *common, *world_destdir, *v["installworld"], "installworld"],
+        "distribution": [*env, *common, *world_destdir, *v["distribution"], "distribution"],
+        "installkernel": [*env, *common, *kernel, *kernel_destdir, *v["installkernel"],
+                          "installkernel"],
     }
     upstream = {
         "buildworld": (),

@@ -1,0 +1,137 @@
+"""``fruix-dagster``: check-config, build, report.
+
+Every ``FruixError`` ends the command with its message on stderr and exit
+status 1 — no traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from fruix_dagster.errors import FruixError
+
+ASSETS = ("freebsd_source", "world_build", "kernel_build", "world_stage", "kernel_stage",
+          "headers_slice", "bootloader_slice")
+
+
+def _instance():
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise FruixError("DAGSTER_HOME is not set: expected the directory of the Dagster instance "
+                         "holding the build's materializations; set DAGSTER_HOME (make demo uses .dagster)")
+    return dg.DagsterInstance.get()
+
+
+def _target_names(args_target: str | None) -> list[str]:
+    from fruix_dagster.settings import load_settings
+
+    settings = load_settings()
+    if args_target:
+        settings.target(args_target)
+        return [args_target]
+    return list(settings.target_names)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from fruix_dagster.settings import check_config_text
+
+    sys.stdout.write(check_config_text(args.file))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fruix_dagster.defs.assets import ARTIFACTS, REQUIRED_FILES, check_name
+    from fruix_dagster.defs.records import checks_passed, latest
+    from fruix_dagster.report import build_report, render_report
+
+    instance = _instance()
+    status = 0
+    targets = _target_names(args.target)
+    for i, target in enumerate(targets):
+        metas: dict[str, dict | None] = {}
+        checks_ok: dict[str, bool] = {}
+        for asset in ASSETS:
+            rec = latest(instance, asset, target)
+            metas[asset] = None if rec is None else {**rec.metadata, "_timestamp": rec.timestamp}
+            if rec is not None and asset in ARTIFACTS:
+                names = [check_name(p) for p in REQUIRED_FILES.get(asset, ())]
+                results = checks_passed(instance, rec, names)
+                checks_ok[asset] = all(v is True for v in results.values())
+        lines, complete = build_report(metas, checks_ok)
+        if len(targets) > 1:
+            print(f"# target {target}")
+        sys.stdout.write(render_report(lines, complete))
+        if i + 1 < len(targets):
+            print()
+        status = status or (0 if complete else 1)
+    return status
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from fruix_dagster.defs.jobs import BUILD_JOB
+    from fruix_dagster.definitions import defs
+
+    instance = _instance()
+    selection = [dg.AssetKey(a) for a in args.select] if args.select else None
+    failed = False
+    for target in _target_names(args.target):
+        job = defs.resolve_job_def(BUILD_JOB)
+        run_config = {"resources": {"fruix": {"config": {"clean": args.clean, "force": args.force}}},
+                      "loggers": {"console": {"config": {"log_level": args.log_level}}}}
+        result = job.execute_in_process(instance=instance, partition_key=target,
+                                        asset_selection=selection, run_config=run_config,
+                                        raise_on_error=False)
+        if not result.success:
+            failed = True
+            for event in result.all_events:
+                if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+                    err = event.step_failure_data.error
+                    cause = err
+                    while cause.cause is not None and "FruixError" not in str(cause.cls_name):
+                        cause = cause.cause
+                    print(f"{event.step_key} failed for target {target}: {cause.message.strip()}",
+                          file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fruix-dagster", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a settings file and print it resolved")
+    p.add_argument("file", nargs="?", help="settings file (default: $FRUIX_CONFIG or the embedded default)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("report", help="print the harness-compatible summary from the instance")
+    p.add_argument("--target", help="one target (default: every target)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("build", help="materialize the build graph for targets, in this process")
+    p.add_argument("--target", help="one target (default: every target, one run each)")
+    p.add_argument("--select", action="append", choices=ASSETS, help="only these assets (repeatable)")
+    p.add_argument("--clean", action="store_true", help="clean build (no WITHOUT_CLEAN)")
+    p.add_argument("--force", action="store_true", help="re-run make steps even if reusable")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="console log level of the run (default INFO: '>>>' markers and steps)")
+    p.set_defaults(func=cmd_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FruixError as exc:
+        print(f"fruix-dagster: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

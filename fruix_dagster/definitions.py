@@ -1,0 +1,24 @@
+"""Dagster definitions built from the settings file (FRUIX_CONFIG); nothing else."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from fruix_dagster.defs.assets import build_assets
+from fruix_dagster.defs.jobs import build_job
+from fruix_dagster.defs.resources import FruixResource
+from fruix_dagster.settings import EMBEDDED_SOURCE, Settings, load_settings
+
+
+def make_definitions(settings: Settings) -> dg.Definitions:
+    partitions = dg.StaticPartitionsDefinition(list(settings.target_names))
+    config_file = "" if settings.source_file == EMBEDDED_SOURCE else settings.source_file
+    return dg.Definitions(
+        assets=build_assets(partitions),
+        jobs=[build_job(settings, partitions)],
+        resources={"fruix": FruixResource(config_file=config_file)},
+        executor=dg.in_process_executor,
+    )
+
+
+defs = make_definitions(load_settings())

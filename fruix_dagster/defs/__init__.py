@@ -1,0 +1,1 @@
+"""The Dagster layer: resources, assets, checks, jobs (and later schedules)."""

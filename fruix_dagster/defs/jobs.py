@@ -1,0 +1,26 @@
+"""Jobs: build one target (one partition) on its guest, in one process."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from fruix_dagster.settings import Settings
+
+BUILD_JOB = "build_target"
+GUEST_TAG = "fruix/guest"
+
+
+def build_job(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+    def tags(partition_key: str) -> dict[str, str]:
+        return {GUEST_TAG: settings.guest_for(partition_key).name, "fruix/target": partition_key}
+
+    return dg.define_asset_job(
+        BUILD_JOB,
+        selection=dg.AssetSelection.groups("fruix_build"),
+        partitions_def=partitions,
+        config=dg.PartitionedConfig(partitions_def=partitions,
+                                    run_config_for_partition_key_fn=lambda _key: {},
+                                    tags_for_partition_key_fn=tags),
+        executor_def=dg.in_process_executor,
+        description="The whole build of one target on its guest: one run holds one guest session.",
+    )

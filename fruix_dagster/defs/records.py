@@ -1,0 +1,69 @@
+"""Reading what earlier materializations recorded (latest per asset and target)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from fruix_dagster.errors import FruixError
+
+
+@dataclass(frozen=True)
+class Recorded:
+    asset: str
+    partition: str
+    run_id: str
+    storage_id: int
+    timestamp: float
+    metadata: dict[str, Any]
+    data_version: str | None
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def latest(instance: dg.DagsterInstance, asset: str, partition: str) -> Recorded | None:
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1)
+    if not result.records:
+        return None
+    record = result.records[0]
+    mat = record.asset_materialization
+    assert mat is not None
+    meta = {k: _value(v) for k, v in mat.metadata.items()}
+    tags = mat.tags or {}
+    return Recorded(asset, partition, record.run_id, record.storage_id, record.timestamp, meta,
+                    tags.get("dagster/data_version"))
+
+
+def require(instance: dg.DagsterInstance, asset: str, partition: str, needed_by: str) -> Recorded:
+    rec = latest(instance, asset, partition)
+    if rec is None:
+        raise FruixError(
+            f"{needed_by} for target {partition!r} needs a materialization of {asset}, found none; "
+            f"materialize {asset} (or the whole graph) for {partition!r} first")
+    return rec
+
+
+def checks_passed(instance: dg.DagsterInstance, rec: Recorded, check_names: list[str],
+                  search: int = 200) -> dict[str, bool | None]:
+    """Per check: whether its evaluation of exactly this materialization passed (None: none).
+
+    Check evaluations are matched to the materialization they targeted by
+    storage id, so another target's later run cannot stand in for this one.
+    """
+    out: dict[str, bool | None] = {}
+    for name in check_names:
+        key = dg.AssetCheckKey(dg.AssetKey(rec.asset), name)
+        out[name] = None
+        for execution in instance.event_log_storage.get_asset_check_execution_history(key, limit=search):
+            event = execution.event.dagster_event if execution.event else None
+            evaluation = getattr(event, "event_specific_data", None)
+            target = getattr(evaluation, "target_materialization_data", None)
+            if target is not None and target.storage_id == rec.storage_id:
+                out[name] = bool(evaluation.passed)
+                break
+    return out

@@ -1,0 +1,45 @@
+"""The guest as a Dagster resource: one session per target for the whole run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from fruix_dagster.session import GuestSession
+from fruix_dagster.settings import Settings, load_settings
+
+
+class FruixResource(dg.ConfigurableResource):
+    """Settings plus guest sessions.
+
+    ``config_file`` empty means ``FRUIX_CONFIG`` or the embedded default.
+    ``clean`` forces clean builds for this run; ``force`` re-runs make steps
+    even when a finished step with the same fingerprint could be reused.
+    """
+
+    config_file: str = ""
+    clean: bool = False
+    force: bool = False
+
+    _settings: Settings | None = PrivateAttr(default=None)
+    _sessions: dict[str, GuestSession] = PrivateAttr(default_factory=dict)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_file or None)
+        return self._settings
+
+    def session(self, target_name: str, log: Any = None) -> GuestSession:
+        settings = self.settings()
+        guest = settings.guest_for(target_name)
+        if guest.name not in self._sessions:
+            info = (lambda m: log.info(m)) if log is not None else None
+            self._sessions[guest.name] = GuestSession(settings, guest, info)
+        return self._sessions[guest.name]
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            session.close()

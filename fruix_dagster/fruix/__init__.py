@@ -1,0 +1,1 @@
+"""Fruix system knowledge: where the declared FreeBSD source store is."""
