@@ -297,7 +297,7 @@ def test_two_guests_have_private_var_tmp_frx_and_run(ssh_guest_factory):
     assert ssh(a, f"ls /frx/store/{'b' * 40}-freebsd-source-default").returncode != 0
     assert ok(b, f"ls -d /frx/store/{'b' * 40}-freebsd-source-default/tree").strip()
     assert not Path("/var/tmp/fruix-native-build/who").exists()
-    assert os.listdir("/frx") == []
+    assert not Path(f"/frx/store/{'b' * 40}-freebsd-source-default").exists()  # host's /frx untouched
     assert a.guest_path("/var/tmp/fruix-native-build/who").read_text() == "a\n"
     assert b.guest_path("/var/tmp/fruix-native-build/who").read_text() == "b\n"
 
@@ -397,3 +397,24 @@ def test_context_manager_and_start_time(tmp_path, ssh_guest_source_tree):
 def test_state_dir_that_the_guest_would_hide_is_rejected():
     with pytest.raises(RuntimeError, match="shadows"):
         SshGuest("/var/tmp/guest-x")
+
+
+def test_restart_moves_to_a_new_port_when_the_old_one_is_taken(ssh_guest, monkeypatch):
+    import sys
+
+    old_port = ssh_guest.port
+    ssh_guest.stop()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind((ssh_guest.host, old_port))
+    squatter.listen()
+    try:
+        # pretend the port looked free when it was chosen, so sshd itself hits EADDRINUSE
+        monkeypatch.setattr(sys.modules[SshGuest.__module__], "_port_free", lambda address, port: True)
+        ssh_guest.start()
+        assert ssh_guest.port != old_port
+        assert ssh_guest.known_hosts.read_text().startswith(f"[{ssh_guest.host}]:{ssh_guest.port} ")
+        assert ok(ssh_guest, "echo moved") == "moved\n"
+        assert "Address already in use" in ssh_guest.sshd_log.read_text()
+    finally:
+        squatter.close()

@@ -390,9 +390,7 @@ class SshGuest:
 
         self._write_accounts()
         self._make_keys()
-        if not (self.port and _port_free(self.address, self.port)):
-            self.port = _free_port(self.address)
-            self._port_file.write_text(f"{self.port}\n")
+        self._choose_port()
         self._write_known_hosts()
         self._write_sshd_config()
 
@@ -535,23 +533,43 @@ Subsystem sftp internal-sftp
                 self.stop()  # a listener that died: clean up what is left first
             t0 = time.monotonic()
             self._prepare()
-            script = self._setup_script()
-            (self.state_dir / "setup.sh").write_text(script)
-            preexec = _set_pdeathsig if threading.current_thread() is threading.main_thread() else None
-            with open(self.setup_log, "ab") as err:
-                self._proc = subprocess.Popen(
-                    ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script],
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                    start_new_session=True, preexec_fn=preexec, env=_guest_env(),
-                )
-            _running.add(self)
-            try:
-                self._wait_listening(t0 + self.start_timeout)
-                self._wait_login(t0 + self.start_timeout)
-            except BaseException:
-                self.stop()
-                raise
+            for attempt in range(3):
+                log_offset = self.sshd_log.stat().st_size if self.sshd_log.exists() else 0
+                self._spawn()
+                try:
+                    self._wait_listening(t0 + self.start_timeout)
+                    self._wait_login(t0 + self.start_timeout)
+                    break
+                except SshGuestError:
+                    self.stop()
+                    if attempt < 2 and "Address already in use" in _tail(self.sshd_log, offset=log_offset):
+                        # someone took the port between choosing and binding it: choose again
+                        self._choose_port(force_new=True)
+                        self._write_known_hosts()
+                        self._write_sshd_config()
+                        continue
+                    raise
+                except BaseException:
+                    self.stop()
+                    raise
             self.last_start_seconds = time.monotonic() - t0
+
+    def _spawn(self) -> None:
+        script = self._setup_script()
+        (self.state_dir / "setup.sh").write_text(script)
+        preexec = _set_pdeathsig if threading.current_thread() is threading.main_thread() else None
+        with open(self.setup_log, "ab") as err:
+            self._proc = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                start_new_session=True, preexec_fn=preexec, env=_guest_env(),
+            )
+        _running.add(self)
+
+    def _choose_port(self, force_new: bool = False) -> None:
+        if force_new or not (self.port and _port_free(self.address, self.port)):
+            self.port = _free_port(self.address)
+            self._port_file.write_text(f"{self.port}\n")
 
     def _fail(self, what: str) -> SshGuestError:
         return SshGuestError(
@@ -803,8 +821,10 @@ def _guest_env() -> dict[str, str]:
             "SHELL": "/bin/dash", "LANG": "C.UTF-8"}
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
+def _tail(path: Path, limit: int = 4000, offset: int = 0) -> str:
     try:
-        return path.read_text(errors="replace")[-limit:]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")[-limit:]
     except OSError:
         return "(missing)"
