@@ -282,16 +282,16 @@ def load_settings(
         raise ConfigError(f"settings path must be a string or path, got {_show(path)}") from None
     if isinstance(fspath, bytes):
         fspath = os.fsdecode(fspath)
-    origin = f"FRUIX_CONFIG={fspath!r}" if via_env else repr(fspath)
     if not fspath or "\0" in fspath:
-        raise ConfigError(f"{origin}: not a usable file name; {_MISSING_HINT}")
+        raise ConfigError(f"{fspath!r}: not a usable file name; {_MISSING_HINT}")
     abspath = os.path.abspath(fspath)
     try:
         with open(abspath, "rb") as fh:
             data = fh.read()
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ConfigError(f"{abspath}: cannot read the settings file ({reason}; from {origin}); {_MISSING_HINT}") from None
+        named = f"; named by FRUIX_CONFIG={fspath!r}" if via_env else ""
+        raise ConfigError(f"{abspath}: cannot read the settings file ({reason}{named}); {_MISSING_HINT}") from None
     return _load_bytes(data, abspath, environ)
 
 
@@ -714,7 +714,7 @@ class _Validator:
         out: list[str] = []
         for i, item in enumerate(v):
             k = f"{key}[{i}]"
-            rule = f"must be a non-empty {'relative path' if literal else 'glob pattern'} relative to the stage (no leading '/', no empty, '.' or '..' component)"
+            rule = f"must be a non-empty {'path' if literal else 'glob pattern'} relative to the stage (no leading '/', no empty, '.' or '..' component)"
             if not isinstance(item, str):
                 self.expect(k, rule, item, typed=True)
             reason = ""
@@ -1091,7 +1091,8 @@ class _Validator:
             return _TARGET_OF_ARCH.get(arch, arch), arch
         known = _ARCHES_OF_TARGET.get(target)
         if known is not None and arch not in known:
-            self.fail(f"{key}.target_arch", f"must be one of {', '.join(known)} for target {target!r}, got {_show(arch)}")
+            allowed = known[0] if len(known) == 1 else "one of " + ", ".join(known)
+            self.fail(f"{key}.target_arch", f"must be {allowed} for target {target!r}, got {_show(arch)}")
         return target, arch
 
 
