@@ -21,7 +21,6 @@ from fruix_dagster.settings import (
     HistorySettings,
     ScheduleSettings,
     SensorSettings,
-    Settings,
     SliceSettings,
     SourceSettings,
     StoreSettings,
