@@ -17,7 +17,6 @@ def build_job(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.Unr
     return dg.define_asset_job(
         BUILD_JOB,
         selection=dg.AssetSelection.groups("fruix_build"),
-        partitions_def=partitions,
         config=dg.PartitionedConfig(partitions_def=partitions,
                                     run_config_for_partition_key_fn=lambda _key: {},
                                     tags_for_partition_key_fn=tags),

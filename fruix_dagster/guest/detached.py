@@ -105,13 +105,14 @@ exit 0
 # optionally preceded by "stale <pid> <dir>" warning lines.
 _LAUNCH = r'''
 root=$1 name=$2 d=$3 cwd=$4 cmd=$5 wrapper=$6 mode=$7; shift 7
+alive() { s=$(ps -p "$1" -o stat= 2>/dev/null) || return 1; case "$s" in ""|*Z*) return 1 ;; esac; }
 lock=$root/.lock
 mkdir -p "$root/steps" || exit 1
 waited=0
 while ! mkdir "$lock" 2>/dev/null; do
   owner=$(cat "$lock/pid" 2>/dev/null) || owner=
   ostep=$(cat "$lock/step" 2>/dev/null) || ostep=
-  if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then
+  if [ -n "$owner" ] && alive "$owner"; then
     if [ "$ostep" = "$d" ]; then echo "attached $owner"; exit 0; fi
     echo "busy $owner $ostep"; exit 0
   fi
@@ -153,8 +154,9 @@ echo started
 # First line: "<state> <exit|-> <log size> <n> <guest now> <started|->", then n log bytes.
 _POLL = r'''
 d=$1 off=$2 max=$3
+alive() { s=$(ps -p "$1" -o stat= 2>/dev/null) || return 1; case "$s" in ""|*Z*) return 1 ;; esac; }
 if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status")
-elif [ -s "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; then st=running; rc=-
+elif [ -s "$d/pid" ] && alive "$(cat "$d/pid")"; then st=running; rc=-
 elif [ -s "$d/pid" ]; then
   if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status"); else st=vanished; rc=-; fi
 else st=starting; rc=-
@@ -196,6 +198,11 @@ while [ $i -lt 10 ]; do
   i=$((i + 1))
 done
 [ -n "$seen" ] && kill -KILL $seen 2>/dev/null
+alive() { s=$(ps -p "$1" -o stat= 2>/dev/null) || return 1; case "$s" in ""|*Z*) return 1 ;; esac; }
+i=0
+for p in $seen; do
+  while alive "$p" && [ $i -lt 100 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
+done
 echo "killed$seen"
 '''
 

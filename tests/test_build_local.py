@@ -1,0 +1,167 @@
+"""End to end on the embedded-default shape: a local guest building the sample tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from fruix_dagster.defs.records import latest
+from tests.conftest import LocalBuild, make_local_build
+from tests.independent import tree_facts
+
+ASSETS = ["freebsd_source", "world_build", "kernel_build", "world_stage", "kernel_stage",
+          "headers_slice", "bootloader_slice"]
+KEY_FILES = {"kernel_stage": ["boot/kernel/kernel"],
+             "world_stage": ["boot/loader.efi", "usr/include/sys/param.h"],
+             "headers_slice": ["usr/include/sys/param.h"],
+             "bootloader_slice": ["boot/loader.efi"]}
+
+
+def step_records(root: Path) -> dict[str, dict]:
+    """Every step attempt on the guest: name → {dirs, started files, current}."""
+    steps = root / "steps"
+    out: dict[str, dict] = {}
+    for d in sorted(steps.iterdir()):
+        if d.name.endswith(".current"):
+            continue
+        name = d.name.rsplit("-", 1)[0]
+        attempts = [a for a in d.glob("attempt-*")]
+        rec = out.setdefault(name, {"dirs": [], "runs": 0})
+        rec["dirs"].append(d.name)
+        rec["runs"] += len(attempts) + (1 if (d / "started").exists() else 0)
+        rec.setdefault("mtimes", {})[d.name] = (d / "log").stat().st_mtime_ns
+    return out
+
+
+def mat_count(instance: dg.DagsterInstance, asset: str) -> int:
+    return len(instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> LocalBuild:
+    lb = make_local_build(tmp_path_factory.mktemp("e2e"))
+    result = lb.run()
+    assert result.success
+    return lb
+
+
+def test_full_graph_metadata_equals_independent_computation(built: LocalBuild):
+    inst = built.instance
+    root = built.build_root
+    src = latest(inst, "freebsd_source", "amd64").metadata
+    assert src["source_root"] == str(built.tmp / "src")
+    assert src["store_hash"] and len(src["store_hash"]) == 64
+    paths = {"world_stage": root / "stage-world", "kernel_stage": root / "stage-kernel",
+             "headers_slice": root / "artifact-headers", "bootloader_slice": root / "artifact-bootloader"}
+    for asset, path in paths.items():
+        rec = latest(inst, asset, "amd64")
+        assert rec is not None, asset
+        facts = tree_facts(path)
+        meta = rec.metadata
+        assert meta["path"] == str(path)
+        assert meta["size_bytes"] == facts["size_bytes"], asset
+        assert meta["file_count"] == facts["file_count"], asset
+        assert meta["tree_sha256"] == facts["tree_sha256"], asset
+        assert rec.data_version == facts["tree_sha256"]
+        for key in KEY_FILES[asset]:
+            assert meta[f"sha256:{key}"] == facts["sha256"][key], (asset, key)
+    # the headers slice is exactly usr/include/** and usr/share/mk/** of the world stage
+    world = tree_facts(root / "stage-world")["sha256"]
+    headers = tree_facts(root / "artifact-headers")["sha256"]
+    expected = {p: h for p, h in world.items() if p.startswith(("usr/include/", "usr/share/mk/"))}
+    assert headers == expected
+    assert len([p for p in headers if p.startswith("usr/include/")]) >= 100
+    for asset in ("world_build", "kernel_build"):
+        meta = latest(inst, asset, "amd64").metadata
+        assert meta["build_jobs"] == 2
+        assert meta["duration_s"] >= 0
+        assert Path(meta["log_path"]).is_file()
+        assert meta["make_command"].split()[-1] in ("buildworld", "buildkernel")
+        assert "-j2" in meta["make_command"]
+    world_build = latest(inst, "world_build", "amd64").metadata
+    assert "stage 4.2" in world_build["stage_seconds"]
+
+
+def test_report_ends_ok(built: LocalBuild, monkeypatch, capsys):
+    from fruix_dagster import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", built.instance.root_directory)
+    monkeypatch.setenv("FRUIX_CONFIG", str(built.settings_path))
+    assert cli.main(["report"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    keys = [line.split("=", 1)[0] for line in out]
+    assert keys == ["build_jobs", "source_store", "source_root", "build_root", "world_stage",
+                    "kernel_stage", "headers_stage", "bootloader_stage", "build_root_size",
+                    "world_stage_size", "kernel_stage_size", "headers_stage_size",
+                    "bootloader_stage_size", "sha_kernel", "sha_loader", "sha_param",
+                    "host_initiated_native_build"]
+    values = dict(line.split("=", 1) for line in out)
+    root = built.build_root
+    assert values["host_initiated_native_build"] == "ok"
+    assert values["sha_kernel"] == tree_facts(root / "stage-kernel")["sha256"]["boot/kernel/kernel"]
+    assert values["sha_param"] == tree_facts(root / "artifact-headers")["sha256"]["usr/include/sys/param.h"]
+    assert values["build_jobs"] == "2"
+
+
+def test_reselecting_one_slice_runs_no_make_and_leaves_upstream(built: LocalBuild):
+    inst = built.instance
+    before_steps = step_records(built.build_root)
+    before = {a: mat_count(inst, a) for a in ASSETS}
+    result = built.run(select=["bootloader_slice"])
+    assert result.success
+    assert step_records(built.build_root) == before_steps
+    after = {a: mat_count(inst, a) for a in ASSETS}
+    assert after == {**before, "bootloader_slice": before["bootloader_slice"] + 1}
+
+
+def test_rematerializing_builds_reuses_finished_steps(built: LocalBuild):
+    before_steps = step_records(built.build_root)
+    result = built.run(select=["world_build", "kernel_build"])
+    assert result.success
+    assert step_records(built.build_root) == before_steps
+    meta = latest(built.instance, "world_build", "amd64").metadata
+    assert meta["step_action"] == "reused"
+
+
+def test_failing_kernel_stage(tmp_path):
+    lb = make_local_build(tmp_path, build={"make_vars": {"SAMPLE_FAIL": "buildkernel"}})
+    result = lb.run()
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert [e.step_key for e in failures] == ["kernel_build"]
+    message = str(failures[0].step_failure_data.error.to_string())
+    assert "buildkernel failed with exit status" in message
+    assert "*** Error" in message
+    assert "last 40 lines" in message and "log: " in message
+    inst = lb.instance
+    for asset in ("freebsd_source", "world_build", "world_stage", "headers_slice", "bootloader_slice"):
+        assert latest(inst, asset, "amd64") is not None, asset
+    for asset in ("kernel_build", "kernel_stage"):
+        assert latest(inst, asset, "amd64") is None, asset
+
+
+def test_kernel_stage_refuses_stale_kernel_build(tmp_path):
+    lb = make_local_build(tmp_path)
+    assert lb.run().success
+    lb.rewrite(targets=[{"name": "amd64", "guest": "local", "kernconf": "MINIMAL"}])
+    result = lb.run(select=["kernel_stage"])
+    assert not result.success
+    message = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.error.to_string()
+    assert "materialize kernel_build" in message
+
+
+def test_symlinked_stage_escaping_the_build_root_is_refused(tmp_path):
+    lb = make_local_build(tmp_path)
+    assert lb.run(select=["freebsd_source", "world_build"]).success
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (lb.build_root / "stage-world").symlink_to(outside)
+    result = lb.run(select=["world_stage"], config={"force": True})
+    assert not result.success
+    message = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.error.to_string()
+    assert "refused to delete" in message and "symlink" in message
+    assert (outside / "keep.txt").read_text() == "keep"

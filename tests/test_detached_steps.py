@@ -1,0 +1,159 @@
+"""The detached step protocol on the local transport (the SSH transport reuses it)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from fruix_dagster.errors import FenceError, GuestError
+from fruix_dagster.guest.detached import DetachedSteps, StepSpec
+from fruix_dagster.guest.fence import check_build_root, remove_tree
+from fruix_dagster.guest.local import LocalTransport
+
+
+def spec(name: str, script: str, fp: str = "a" * 64, cwd: str = "/") -> StepSpec:
+    return StepSpec(name, ("sh", "-c", script), cwd, fp)
+
+
+def follow(ds: DetachedSteps, step_dir: str, timeout: float = 30) -> tuple[int | None, bytes]:
+    data, off = b"", 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, chunk = ds.poll(step_dir, off)
+        data += chunk
+        off += len(chunk)
+        if status.finished and off >= status.log_size:
+            return status.exit_status, data
+        time.sleep(0.05)
+    raise AssertionError("step did not finish")
+
+
+@pytest.fixture
+def steps(tmp_path) -> DetachedSteps:
+    return DetachedSteps(LocalTransport(), str(tmp_path / "root"))
+
+
+def test_runs_detached_and_records_everything(steps, tmp_path):
+    launch = steps.launch(spec("s", "echo out; echo err >&2; echo '>>> stage 1: x'; exit 7", cwd=str(tmp_path)))
+    assert launch.action == "started"
+    rc, log = follow(steps, launch.step_dir)
+    assert rc == 7
+    assert b"out\n" in log and b"err\n" in log
+    d = Path(launch.step_dir)
+    assert (d / "command").read_text().strip() == "sh -c 'echo out; echo err >&2; echo '\"'\"'>>> stage 1: x'\"'\"'; exit 7'"
+    assert (d / "cwd").read_text().strip() == str(tmp_path)
+    assert (d / "status").read_text().strip() == "7"
+    assert int((d / "finished").read_text()) >= int((d / "started").read_text())
+    assert steps.read_markers(launch.step_dir)[0][1] == ">>> stage 1: x"
+    assert not (Path(steps.build_root) / ".lock").exists()
+
+
+def test_attach_while_running_then_reuse_then_force(steps):
+    s = spec("s", "sleep 1; echo done")
+    first = steps.launch(s)
+    second = steps.launch(s)
+    assert (first.action, second.action) == ("started", "attached")
+    assert follow(steps, first.step_dir)[0] == 0
+    assert steps.reusable(s)
+    assert steps.launch(s).action == "reused"
+    forced = steps.launch(s, force=True)
+    assert forced.action == "started"
+    follow(steps, forced.step_dir)
+    assert (Path(forced.step_dir) / "attempt-1" / "log").read_bytes() == b"done\n"
+
+
+def test_failed_step_runs_anew_and_keeps_every_log(steps):
+    marker = Path(steps.build_root).parent / "flag"
+    s = spec("s", f'if [ -e {marker} ]; then echo second; else echo first; exit 1; fi')
+    assert follow(steps, steps.launch(s).step_dir)[0] == 1
+    marker.write_text("")
+    launch = steps.launch(s)
+    assert launch.action == "started"
+    assert follow(steps, launch.step_dir) == (0, b"second\n")
+    assert (Path(launch.step_dir) / "attempt-1" / "log").read_bytes() == b"first\n"
+    assert (Path(launch.step_dir) / "attempt-1" / "status").read_text().strip() == "1"
+
+
+def test_an_older_success_is_not_reused_after_another_fingerprint_ran(steps):
+    a, b = spec("s", "echo a", fp="a" * 64), spec("s", "echo b", fp="b" * 64)
+    follow(steps, steps.launch(a).step_dir)
+    follow(steps, steps.launch(b).step_dir)
+    assert not steps.reusable(a)
+    assert steps.launch(a).action == "started"
+
+
+def test_build_root_lock_refuses_a_second_step(steps):
+    running = steps.launch(spec("one", "sleep 3"))
+    with pytest.raises(GuestError, match="is in use"):
+        steps.launch(spec("two", "echo hi"))
+    follow(steps, running.step_dir)
+    assert steps.launch(spec("two", "echo hi")).action == "started"
+
+
+def test_stale_lock_is_taken_over_with_a_warning(steps):
+    lock = Path(steps.build_root) / ".lock"
+    lock.mkdir(parents=True)
+    (lock / "pid").write_text("999999\n")
+    (lock / "step").write_text("/gone\n")
+    launch = steps.launch(spec("s", "echo ok"))
+    assert launch.action == "started"
+    assert launch.warnings and "stale lock" in launch.warnings[0]
+    assert follow(steps, launch.step_dir)[0] == 0
+
+
+def test_kill_stops_the_whole_tree(steps):
+    launch = steps.launch(spec("s", "sleep 300 & sleep 300; wait"))
+    time.sleep(0.5)
+    pid = int((Path(launch.step_dir) / "pid").read_text())
+    steps.kill(launch.step_dir)
+    status, _ = steps.poll(launch.step_dir, 0)
+    assert status.state == "vanished"
+    assert not _running(pid)
+    leftovers = os.popen("ps -eo stat=,args= | grep 'sleep 300' | grep -v grep").read().splitlines()
+    assert [line for line in leftovers if not line.startswith("Z")] == []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (this sandbox's pid 1 may not reap orphans)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("root", ["/", "relative/dir", "/var", "/var/tmp/../etc", "/var//tmp", "/a/./b"])
+def test_unsafe_build_roots_are_refused(root):
+    with pytest.raises(FenceError):
+        check_build_root(root)
+
+
+def test_remove_tree_is_fenced(tmp_path):
+    t = LocalTransport()
+    root = tmp_path / "root"
+    (root / "inside").mkdir(parents=True)
+    (root / "inside" / "f").write_text("x")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep").write_text("keep")
+    (root / "link").symlink_to(precious)
+    (root / "via").symlink_to(tmp_path)
+    with pytest.raises(FenceError):
+        remove_tree(t, str(root), str(tmp_path / "precious"))
+    with pytest.raises(FenceError):
+        remove_tree(t, str(root), f"{root}/../precious")
+    with pytest.raises(FenceError, match="symlink"):
+        remove_tree(t, str(root), str(root / "link"))
+    with pytest.raises(FenceError, match="outside"):
+        remove_tree(t, str(root), str(root / "via" / "precious"))
+    assert (precious / "keep").read_text() == "keep"
+    remove_tree(t, str(root), str(root / "inside"))
+    assert not (root / "inside").exists()
+    linked_root = tmp_path / "linked-root"
+    linked_root.symlink_to(precious)
+    with pytest.raises(FenceError, match="itself a symlink"):
+        remove_tree(t, str(linked_root), str(linked_root / "keep"))
+    assert (precious / "keep").read_text() == "keep"
