@@ -1,0 +1,11 @@
+/*
+ * <err.h>: stand-in header of the fruix_dagster sample source tree.
+ * It only mimics the shape of a FreeBSD header; it declares nothing real.
+ */
+
+#ifndef _SAMPLE_ERR_H_
+#define _SAMPLE_ERR_H_
+
+#include <sys/cdefs.h>
+
+#endif /* !_SAMPLE_ERR_H_ */

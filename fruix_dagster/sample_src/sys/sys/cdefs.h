@@ -1,0 +1,9 @@
+/*
+ * <sys/cdefs.h>: stand-in header of the fruix_dagster sample source tree.
+ * It only mimics the shape of a FreeBSD header; it declares nothing real.
+ */
+
+#ifndef _SAMPLE_SYS_CDEFS_H_
+#define _SAMPLE_SYS_CDEFS_H_
+
+#endif /* !_SAMPLE_SYS_CDEFS_H_ */

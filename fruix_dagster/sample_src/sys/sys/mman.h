@@ -1,0 +1,11 @@
+/*
+ * <sys/mman.h>: stand-in header of the fruix_dagster sample source tree.
+ * It only mimics the shape of a FreeBSD header; it declares nothing real.
+ */
+
+#ifndef _SAMPLE_SYS_MMAN_H_
+#define _SAMPLE_SYS_MMAN_H_
+
+#include <sys/cdefs.h>
+
+#endif /* !_SAMPLE_SYS_MMAN_H_ */

@@ -1,0 +1,6 @@
+#ifndef _HELLO_H_
+#define _HELLO_H_
+
+const char	*greeting(void);
+
+#endif
