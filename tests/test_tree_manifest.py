@@ -156,8 +156,10 @@ def test_tar_manifest_equals_dir_manifest(tool, tree):
 @pytest.mark.parametrize("tool", TARS)
 def test_tar_manifest_with_unbuffered_pipe_and_tiny_chunks(tool, tree):
     # bufsize=0: the raw pipe returns short reads; 512-byte chunks cross every boundary.
-    m = tar_manifest(tool, tree, bufsize=0, chunk_size=512)
-    assert m == manifest_from_dir(tree)
+    expected = manifest_from_dir(tree)
+    assert tar_manifest(tool, tree, bufsize=0, chunk_size=512) == expected
+    assert tar_manifest(tool, tree, bufsize=0, chunk_size=512, readahead=0) == expected
+    assert tar_manifest(tool, tree, readahead=0) == expected
 
 
 @pytest.mark.parametrize("tool", TARS)

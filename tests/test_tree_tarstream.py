@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random
+import sys
 import tarfile
 
 import pytest
 
 from fruix_dagster.errors import TreeError
-from fruix_dagster.tree.tarstream import TarReader, iter_members
+from fruix_dagster.tree.tarstream import ReadAhead, TarReader, iter_members, widen_pipe
 
 # ----------------------------------------------------------------- raw builders
 
@@ -432,3 +434,74 @@ def test_truncation_inside_unconsumed_data_is_detected():
     with pytest.raises(TreeError, match="truncated"):
         for _ in iter_members(io.BytesIO(blob)):
             pass  # never read the data: the reader's skip must notice the cut
+
+
+# ------------------------------------------------------------ read-ahead helpers
+
+
+def test_readahead_delivers_the_same_bytes_and_honours_n():
+    blob = bytes(range(256)) * 5000
+    ahead = ReadAhead(ShortReads(blob, seed=5, most=5000), chunk_size=4096, depth=3)
+    got = bytearray()
+    sizes = [1, 7, 512, 100_000, 3]
+    i = 0
+    while piece := ahead.read(sizes[i % len(sizes)]):
+        assert 0 < len(piece) <= sizes[i % len(sizes)]
+        got += piece
+        i += 1
+    assert bytes(got) == blob
+    assert ahead.read(10) == b""
+    ahead.close()
+
+
+def test_readahead_reraises_the_stream_error():
+    class Broken:
+        calls = 0
+
+        def read(self, n):
+            self.calls += 1
+            if self.calls > 2:
+                raise ConnectionResetError("peer went away")
+            return b"x" * 10
+
+    ahead = ReadAhead(Broken(), chunk_size=10)
+    assert ahead.read(10) == b"x" * 10
+    assert ahead.read(10) == b"x" * 10
+    with pytest.raises(ConnectionResetError, match="peer went away"):
+        ahead.read(10)
+    assert ahead.read(10) == b""
+
+
+def test_readahead_thread_stops_after_close():
+    class Endless:
+        def read(self, n):
+            return b"y" * n
+
+    ahead = ReadAhead(Endless(), chunk_size=1024, depth=2)
+    assert ahead.read(1024) == b"y" * 1024
+    ahead.close()
+    ahead._thread.join(5)
+    assert not ahead._thread.is_alive()
+
+
+def test_readahead_parses_like_direct_reads():
+    blob = archive(*(file_entry(b"f%d" % i, bytes([i]) * (i * 977)) for i in range(40)))
+    direct = members(blob)
+    with ReadAhead(ShortReads(blob, seed=2, most=3000), chunk_size=2048, depth=2) as ahead:
+        via = [(m.path, m.kind, m.mode, m.size, m.link, m.read()) for m in iter_members(ahead, chunk_size=2048)]
+    assert via == direct
+
+
+def test_widen_pipe():
+    r, w = os.pipe()
+    try:
+        size = widen_pipe(r, 1 << 20)
+        if sys.platform.startswith("linux"):
+            assert size is not None and size >= 1 << 16
+        else:
+            assert size is None
+    finally:
+        os.close(r)
+        os.close(w)
+    with open(__file__, "rb") as f:
+        assert widen_pipe(f) is None  # not a pipe: refused quietly

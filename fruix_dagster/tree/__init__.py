@@ -3,7 +3,8 @@
 Plain standard library only (no dagster import), so guest-side tooling and
 tests can use it directly.  See the submodules for the rules:
 
-* ``tarstream``: ``iter_members`` / ``TarReader`` / ``Member``;
+* ``tarstream``: ``iter_members`` / ``TarReader`` / ``Member``, plus ``ReadAhead``
+  and ``widen_pipe`` to overlap reading with parsing;
 * ``manifest``: ``Entry``, ``Manifest`` (``to_jsonl``, ``from_jsonl``,
   ``digest`` = ``tree_sha256``), ``manifest_from_tar``, ``manifest_from_dir``,
   ``TreeSink``;
@@ -27,7 +28,7 @@ from fruix_dagster.tree.slices import (
     select,
     validate_globs,
 )
-from fruix_dagster.tree.tarstream import Member, TarReader, iter_members
+from fruix_dagster.tree.tarstream import Member, ReadAhead, TarReader, iter_members, widen_pipe
 
 __all__ = [
     "BOOTLOADER_GLOBS",
@@ -36,6 +37,7 @@ __all__ = [
     "HEADERS_GLOBS",
     "Manifest",
     "Member",
+    "ReadAhead",
     "NullSink",
     "TarReader",
     "TreeSink",
@@ -45,4 +47,5 @@ __all__ = [
     "matches",
     "select",
     "validate_globs",
+    "widen_pipe",
 ]

@@ -41,7 +41,7 @@ from json.encoder import encode_basestring_ascii as _json_str
 from typing import Iterable, Iterator
 
 from fruix_dagster.errors import TreeError
-from fruix_dagster.tree.tarstream import Member, Readable, TarReader, _show
+from fruix_dagster.tree.tarstream import CHUNK_SIZE, Member, ReadAhead, Readable, TarReader, _show
 
 __all__ = [
     "KINDS",
@@ -274,9 +274,39 @@ class TreeSink:
 NullSink = TreeSink
 
 
-def manifest_from_tar(stream: Readable, sink: TreeSink | None = None, **reader_options) -> Manifest:
-    """Read one tar stream to its end, hashing file data as it passes; see ``TarReader`` for options."""
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _trusted(path: bytes, kind: str, mode: int, size: int, sha256: str | None, link: bytes | None) -> Entry:
+    """An Entry built from values the tar reader already validated (skips __post_init__)."""
+    e = _new(Entry)
+    _set(e, "path", path)
+    _set(e, "kind", kind)
+    _set(e, "mode", mode)
+    _set(e, "size", size)
+    _set(e, "sha256", sha256)
+    _set(e, "link", link)
+    return e
+
+
+def manifest_from_tar(
+    stream: Readable, sink: TreeSink | None = None, *, readahead: int = 8, **reader_options
+) -> Manifest:
+    """Read one tar stream to its end, hashing file data as it passes.
+
+    ``readahead`` chunks are read ahead in a background thread (``ReadAhead``;
+    0 reads in the calling thread); other keyword options go to ``TarReader``.
+    """
+    if readahead:
+        with ReadAhead(stream, chunk_size=reader_options.get("chunk_size", CHUNK_SIZE), depth=readahead) as ahead:
+            return _manifest_from_tar(ahead, sink, reader_options)
+    return _manifest_from_tar(stream, sink, reader_options)
+
+
+def _manifest_from_tar(stream: Readable, sink: TreeSink | None, reader_options: dict) -> Manifest:
     sha256 = hashlib.sha256
+    Entry = _trusted  # noqa: N806 - the reader validated paths, modes and links
     entries: list[Entry] = []
     files: dict[bytes, Entry] = {}
     for m in TarReader(stream, **reader_options):

@@ -58,6 +58,10 @@ Names are raw bytes throughout: non-UTF-8 bytes, newlines and spaces survive.
 
 from __future__ import annotations
 
+import os
+import queue
+import re
+import threading
 from typing import Iterator, Protocol
 
 from fruix_dagster.errors import TreeError
@@ -67,9 +71,11 @@ __all__ = [
     "CHUNK_SIZE",
     "MAX_MEMBER_SIZE",
     "Member",
+    "ReadAhead",
     "Readable",
     "TarReader",
     "iter_members",
+    "widen_pipe",
 ]
 
 BLOCK_SIZE = 512
@@ -82,6 +88,8 @@ _ZERO = bytes(BLOCK_SIZE)
 _OCTAL = b"01234567"
 _DIGITS = b"0123456789"
 _FILE_TYPES = frozenset(b"07\0")
+# An octal number field: optional spaces, octal digits, optional spaces, then NUL and anything (or the end).
+_OCTAL_FIELD = re.compile(rb" *([0-7]*) *(?:\0.*)?", re.DOTALL).fullmatch
 
 _HOW_TO_FIX = "re-create the stream on the guest with `tar cf - -C DIR .` from a clean staged tree"
 
@@ -267,16 +275,15 @@ class TarReader:
         return TreeError(f"tar stream {entry} at byte {offset}: {found}; expected {expected}; {todo}")
 
     def _num(self, field: bytes, what: str, offset: int, name: bytes) -> int:
+        m = _OCTAL_FIELD(field)
+        if m is not None:
+            digits = m.group(1)
+            return int(digits, 8) if digits else 0
         if field and field[0] & 0x80:
             if field[0] == 0xFF:
                 raise self._fail(offset, name, f"negative base-256 {what}", f"a non-negative {what}")
             return int.from_bytes(field[1:], "big") + ((field[0] & 0x7F) << (8 * (len(field) - 1)))
-        digits = field.split(b"\0", 1)[0].strip(b" ")
-        if not digits:
-            return 0
-        if digits.translate(None, _OCTAL):
-            raise self._fail(offset, name, f"{what} field {field!r} is not octal", f"an octal {what}", _HOW_TO_FIX)
-        return int(digits, 8)
+        raise self._fail(offset, name, f"{what} field {field!r} is not octal", f"an octal {what}", _HOW_TO_FIX)
 
     def _normalize(self, raw: bytes, offset: int, what: str) -> bytes:
         if b"\0" in raw:
@@ -567,3 +574,101 @@ class TarReader:
 def iter_members(stream: Readable, **options) -> Iterator[Member]:
     """Iterate the members of the tar stream ``stream`` (see the module docstring for options)."""
     return iter(TarReader(stream, **options))
+
+
+class ReadAhead:
+    """Read a blocking stream in a background thread, up to ``depth`` chunks ahead.
+
+    Parsing and hashing then overlap with the sender producing the stream
+    (over a local pipe the two are otherwise serialized by the pipe's small
+    buffer).  ``read(n)`` returns at most ``n`` bytes; an exception raised by
+    the wrapped stream's ``read`` is re-raised from ``read`` here, unchanged.
+    The thread reads until end of stream, so do not wrap a stream whose bytes
+    after the archive you still need.  ``close()`` (or leaving the ``with``
+    block) stops the thread once its current ``read`` returns: to unblock it
+    at once, also close the underlying channel or end the sending process.
+    """
+
+    def __init__(self, stream: Readable, *, chunk_size: int = CHUNK_SIZE, depth: int = 8):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._pending = b""
+        self._eof = False
+        self._thread = threading.Thread(
+            target=self._run, args=(stream.read, chunk_size), name="tar-readahead", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, read, size: int) -> None:
+        try:
+            while not self._stop.is_set():
+                data = read(size)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, n: int) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+        elif self._eof:
+            return b""
+        else:
+            data = self._queue.get()
+            if isinstance(data, BaseException):
+                self._eof = True
+                raise data
+            if not data:
+                self._eof = True
+                return b""
+        if len(data) > n:
+            data, self._pending = data[:n], data[n:]
+        return data
+
+    def close(self) -> None:
+        self._stop.set()
+        self._eof = True
+        self._pending = b""
+
+    def __enter__(self) -> "ReadAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def widen_pipe(pipe, size: int = 1 << 20) -> int | None:
+    """Best effort: grow a Linux pipe's buffer (``F_SETPIPE_SZ``) so the sender can run ahead.
+
+    ``pipe`` is a file object with ``fileno()`` or a file descriptor.  Returns
+    the new buffer size, or ``None`` where that is not possible (not Linux,
+    not a pipe, not permitted); the stream works either way.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsz is None:
+        return None
+    fd = pipe if isinstance(pipe, int) else pipe.fileno()
+    try:
+        return fcntl.fcntl(fd, setsz, size)
+    except OSError:
+        try:
+            with open("/proc/sys/fs/pipe-max-size") as f:
+                most = int(f.read())
+            return fcntl.fcntl(fd, setsz, min(size, most))
+        except (OSError, ValueError):
+            return None
