@@ -1,3 +1,4 @@
+#!/bin/sh
 # tools/sample/buildkernel.sh -- "make buildkernel", sourced by main.sh.
 # The kernel for KERNCONF (a file in sys/$TARGET/conf) is built in
 # $OBJTOP/sys/$KERNCONF, like FreeBSD's KRNLOBJDIR.

@@ -1,3 +1,4 @@
+#!/bin/sh
 # tools/sample/buildworld.sh -- "make buildworld", sourced by main.sh.
 # Objects go to $OBJTOP; $WORLDTMP ($OBJTOP/tmp) holds the bootstrap tools
 # and the library headers the programs compile against.

@@ -1,3 +1,4 @@
+#!/bin/sh
 # tools/sample/install.sh -- "make installworld", "make distribution" and
 # "make installkernel", sourced by main.sh (STEP says which).  Installs with
 # portable commands only (mkdir -p, cp, chmod, ln -s) and sets every mode
@@ -20,8 +21,8 @@ inst() {
 	chmod "$1" "$3"
 }
 
-# dirs MODE DIR...: make directories under DESTDIR with MODE.
-dirs() {
+# mkdirs MODE DIR...: make directories under DESTDIR with MODE.
+mkdirs() {
 	_mode=$1
 	shift
 	for _x in "$@"; do
@@ -50,11 +51,11 @@ installworld() {
 	box "Install check world"
 	box "Making hierarchy"
 	mkdir -p "$DESTDIR"
-	dirs 755 bin boot boot/defaults boot/lua etc lib mnt sbin usr usr/bin \
+	mkdirs 755 bin boot boot/defaults boot/lua etc lib mnt sbin usr usr/bin \
 	    usr/include usr/include/sys usr/lib usr/sbin usr/share usr/share/mk var
-	dirs 750 root
-	dirs 1777 tmp
-	dirs 555 var/empty
+	mkdirs 750 root
+	mkdirs 1777 tmp
+	mkdirs 555 var/empty
 	box "Installing everything started on $(now)"
 
 	echo "===> include (install)"
@@ -110,7 +111,7 @@ distribution() {
 	check_ugid
 	box "Making hierarchy"
 	mkdir -p "$DESTDIR"
-	dirs 755 etc etc/defaults
+	mkdirs 755 etc etc/defaults
 	echo "===> etc (distribution)"
 	midpoint etc/master.passwd
 	inst 600 "$SRCTOP/etc/master.passwd" "$DESTDIR/etc/master.passwd"
@@ -138,13 +139,13 @@ installkernel() {
 	    die "No kernel \"$KERNCONF\" to install."
 	box "Installing kernel $KERNCONF on $(now)"
 	mkdir -p "$DESTDIR"
-	dirs 755 boot
+	mkdirs 755 boot
 	if [ -d "$DESTDIR/boot/kernel" ]; then
 		echo "mv $DESTDIR/boot/kernel $DESTDIR/boot/kernel.old"
 		rm -rf "$DESTDIR/boot/kernel.old"
 		mv "$DESTDIR/boot/kernel" "$DESTDIR/boot/kernel.old"
 	fi
-	dirs 755 boot/kernel
+	mkdirs 755 boot/kernel
 	midpoint sys/kern/init_main.c
 	inst 555 "$KOBJ/kernel" "$DESTDIR/boot/kernel/kernel"
 	for _ko in "$KOBJ"/modules/*/*.ko; do

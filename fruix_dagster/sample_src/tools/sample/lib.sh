@@ -1,3 +1,4 @@
+#!/bin/sh
 # tools/sample/lib.sh -- helpers shared by the sample tree's make targets.
 # Sourced by main.sh with the source tree's top directory as cwd.
 # POSIX sh only: it must run under dash and FreeBSD's /bin/sh.
@@ -84,8 +85,8 @@ setup() {
 	CFLAGS="-O2 -g0"
 }
 
-# jobs: N of "make -jN", from bmake's .MAKE.JOBS or GNU make's MAKEFLAGS.
-jobs() {
+# make_jobs: N of "make -jN", from bmake's .MAKE.JOBS or GNU make's MAKEFLAGS.
+make_jobs() {
 	_j=${SAMPLE_JOBS:-}
 	if [ -z "$_j" ]; then
 		_j=$(printf ' %s \n' "${MAKEFLAGS:-}" |
@@ -98,7 +99,7 @@ jobs() {
 built_in() {
 	_secs=$(($(date +%s) - $2))
 	_ncpu=$(getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 1)
-	_j=$(jobs)
+	_j=$(make_jobs)
 	echo ">>> $1 built in $_secs seconds, ncpu: $_ncpu${_j:+, make -j$_j}"
 }
 

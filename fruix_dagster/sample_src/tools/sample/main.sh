@@ -1,3 +1,4 @@
+#!/bin/sh
 # tools/sample/main.sh TARGET -- entry point of the top-level Makefile.
 # Run as "sh tools/sample/main.sh TARGET" from the top of the source tree,
 # with the make variables in the environment (see ../../README).
