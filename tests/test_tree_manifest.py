@@ -424,3 +424,26 @@ def test_jsonl_round_trip_property(items):
     m = Manifest(entries.values())
     again = Manifest.from_jsonl(m.to_jsonl())
     assert again == m and again.digest() == m.digest()
+
+
+def test_from_jsonl_wants_bytes():
+    with pytest.raises(TreeError, match="expected bytes"):
+        Manifest.from_jsonl('{"link":null}\n')
+    assert Manifest.from_jsonl(bytearray(b"")) == Manifest()
+
+
+def test_golden_jsonl_and_digest():
+    """The canonical bytes are a contract (tree_sha256 is stored everywhere): changing them breaks every digest."""
+    m = Manifest([
+        Entry(b"d", "dir", 0o755, 0, None, None),
+        Entry(b"d/caf\xe9\n", "file", 0o4755, 3, hashlib.sha256(b"abc").hexdigest(), None),
+        Entry(b"l", "symlink", 0o777, 0, None, b"../\xff"),
+    ])
+    assert m.to_jsonl() == (
+        b'{"link":null,"mode":493,"path":"d","sha256":null,"size":0,"type":"dir"}\n'
+        b'{"link":null,"mode":2541,"path":"d/caf\\udce9\\n",'
+        b'"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","size":3,"type":"file"}\n'
+        b'{"link":"../\\udcff","mode":511,"path":"l","sha256":null,"size":0,"type":"symlink"}\n'
+    )
+    assert m.digest() == hashlib.sha256(m.to_jsonl()).hexdigest()
+    assert Manifest.from_jsonl(m.to_jsonl()) == m

@@ -505,3 +505,12 @@ def test_widen_pipe():
         os.close(w)
     with open(__file__, "rb") as f:
         assert widen_pipe(f) is None  # not a pipe: refused quietly
+
+
+def test_huge_pax_size_is_refused_cleanly():
+    refused(archive(pax({b"size": b"9" * 5000}), file_entry(b"f", b"1")), "decimal number")
+
+
+def test_duplicate_of_implied_directory_is_named_as_such():
+    refused(archive(file_entry(b"x/y", b"1"), file_entry(b"x", b"2")), "directory implied by an earlier path",
+            require_parents=False)

@@ -24,10 +24,11 @@ on the host's locale); ``from_jsonl`` inverts it byte-exactly and refuses
 anything that is not canonical.  ``digest()`` is the sha256 hex of
 ``to_jsonl()``: the ``tree_sha256`` used everywhere.
 
-``manifest_from_tar(stream, sink=None)`` parses and hashes in one pass; a
-``TreeSink`` (``begin(member)``, ``write(piece)``, ``end(member, entry)``)
-sees every member and every data piece as it streams, so a store can write
-the tree while it is being hashed.
+``manifest_from_tar(stream, sink=None, *, readahead=8, **reader_options)``
+parses and hashes in one pass (reading ahead in a thread unless
+``readahead=0``); a ``TreeSink`` (``begin(member)``, ``write(piece)``,
+``end(member, entry)``) sees every member and every data piece as it streams,
+so a store can write the tree while it is being hashed.
 """
 
 from __future__ import annotations
@@ -203,8 +204,9 @@ class Manifest:
     @classmethod
     def from_jsonl(cls, data: bytes) -> "Manifest":
         """Parse canonical JSONL (as written by ``to_jsonl``); refuse anything else."""
-        if isinstance(data, str):
-            data = data.encode("ascii", "surrogateescape")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TreeError(f"manifest JSONL is a {type(data).__name__}; expected bytes as written by to_jsonl()")
+        data = bytes(data)
         if data and not data.endswith(b"\n"):
             raise TreeError(
                 "manifest JSONL does not end with a newline; expected canonical JSONL as written by "

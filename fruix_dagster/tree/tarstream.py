@@ -11,7 +11,12 @@ API::
 
     iter_members(stream, *, chunk_size=1 MiB, require_parents=True,
                  drain=True, max_member_size=1 TiB) -> Iterator[Member]
-    TarReader(stream, **same options)        # iterable; iter_members wraps it
+    TarReader(stream, **same options)        # iterable once; iter_members wraps it
+    ReadAhead(stream, *, chunk_size=1 MiB, depth=8)   # a stream read by a thread
+    widen_pipe(pipe, size=1 MiB) -> int | None       # Linux F_SETPIPE_SZ, best effort
+
+For speed over a local pipe, widen the pipe and read ahead (as
+``manifest_from_tar`` does by default): the sender then runs while we hash.
 
 ``Member`` (one per entry, in stream order):
 
@@ -428,9 +433,9 @@ class TarReader:
                     link_raw = pax[b"linkpath"]
                 if b"size" in pax and pax[b"size"]:
                     s = pax[b"size"]
-                    if s.translate(None, _DIGITS):
-                        raise self._fail(offset, raw_name, f"pax size {s!r} is not a decimal number",
-                                         "a non-negative decimal size")
+                    if s.translate(None, _DIGITS) or len(s) > 20:
+                        raise self._fail(offset, raw_name, f"pax size {s[:40]!r} is not a decimal number "
+                                         "of at most 20 digits", "a non-negative decimal size")
                     size = int(s)
                 if b"mtime" in pax:
                     try:
@@ -490,8 +495,9 @@ class TarReader:
             else:
                 previous = kinds.get(path)
                 if previous is not None and not (previous == "implicit" and kind == "dir"):
-                    raise self._fail(offset, raw_name, f"a duplicate path (already a {previous} earlier in the "
-                                     "stream)", "each path once")
+                    what = "a directory implied by an earlier path" if previous == "implicit" else f"a {previous}"
+                    raise self._fail(offset, raw_name, f"a duplicate path (already {what} earlier in the stream)",
+                                     "each path once")
                 self._check_parents(path, raw_name, offset)
 
             link = None
