@@ -82,7 +82,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     failed = False
     for target in _target_names(args.target):
         job = defs.resolve_job_def(BUILD_JOB)
-        run_config = {"resources": {"fruix": {"config": {"clean": args.clean, "force": args.force}}},
+        run_config = {"resources": {"build_options": {"config": {"clean": args.clean, "force": args.force}}},
                       "loggers": {"console": {"config": {"log_level": args.log_level}}}}
         result = job.execute_in_process(instance=instance, partition_key=target,
                                         asset_selection=selection, run_config=run_config,

@@ -6,7 +6,7 @@ import dagster as dg
 
 from fruix_dagster.defs.assets import build_assets
 from fruix_dagster.defs.jobs import build_job
-from fruix_dagster.defs.resources import FruixResource
+from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.settings import EMBEDDED_SOURCE, Settings, load_settings
 
 
@@ -16,7 +16,7 @@ def make_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(partitions),
         jobs=[build_job(settings, partitions)],
-        resources={"fruix": FruixResource(config_file=config_file)},
+        resources={"fruix": FruixResource(config_file=config_file), "build_options": BuildOptions()},
         executor=dg.in_process_executor,
     )
 

@@ -329,6 +329,8 @@ def embedded_default(environ: Mapping[str, str] = os.environ) -> Settings:
         "build": {
             "jobs": os.cpu_count() or 1,
             "build_root": os.path.join(home, "fruix", "build-root"),
+            # the sample tree needs a few MiB, not the 12 GiB of a real FreeBSD build
+            "min_free_gib": 0.5,
         },
         "source": {"from": "path", "path": sample_src_dir()},
         "store": {"root": os.path.join(home, "fruix", "artifacts")},

@@ -76,7 +76,7 @@ class LocalBuild:
     def run(self, target: str = "amd64", select: list[str] | None = None,
             config: dict | None = None, raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
         job = self.defs().resolve_job_def(BUILD_JOB)
-        run_config = {"resources": {"fruix": {"config": config}}} if config else None
+        run_config = {"resources": {"build_options": {"config": config}}} if config else None
         return job.execute_in_process(
             instance=self.instance, partition_key=target,
             asset_selection=[dg.AssetKey(a) for a in select] if select else None,
@@ -115,7 +115,7 @@ def make_local_build(tmp: Path, **tables) -> LocalBuild:
     copy_sample(tmp / "src")
     home = tmp / "dagster-home"
     home.mkdir()
-    instance = dg.DagsterInstance.local_temp(str(home))
+    instance = dg.DagsterInstance.local_temp(str(home), overrides={"telemetry": {"enabled": False}})
     lb = LocalBuild(tmp, tmp / "fruix.toml", instance)
     lb.rewrite(**tables)
     return lb

@@ -21,8 +21,9 @@ from fruix_dagster.build.make import BuildPlan, plan_build
 from fruix_dagster.build.markers import Marker
 from fruix_dagster.build.run import Limits, StepOutcome, run_step
 from fruix_dagster.defs.records import Recorded, require
-from fruix_dagster.defs.resources import FruixResource
+from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.errors import FruixError
+from fruix_dagster.fruix.devenv import check_development_environment
 from fruix_dagster.fruix.source import source_from_path
 from fruix_dagster.guest.fence import remove_tree
 from fruix_dagster.session import GuestSession
@@ -47,6 +48,7 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "headers_slice": ("usr/include/sys/param.h", "usr/share/mk/bsd.prog.mk"),
     "bootloader_slice": ("boot/loader.efi", "boot/defaults/loader.conf", "boot/lua/loader.lua"),
 }
+DEVENV_CHECK = "development_environment"
 ARTIFACTS = ("world_stage", "kernel_stage", "headers_slice", "bootloader_slice")
 GROUP = "fruix_build"
 
@@ -60,16 +62,18 @@ class BuildRun:
     """Everything one asset step needs: settings, target, guest session, plan."""
 
     context: dg.AssetExecutionContext
-    fruix: FruixResource
+    options: BuildOptions
     settings: Settings
     target: Target
     session: GuestSession
 
     @classmethod
-    def of(cls, context: dg.AssetExecutionContext, fruix: FruixResource) -> "BuildRun":
+    def of(cls, context: dg.AssetExecutionContext, fruix: FruixResource,
+           options: BuildOptions | None = None) -> "BuildRun":
         settings = fruix.settings()
         target = settings.target(context.partition_key)
-        return cls(context, fruix, settings, target, fruix.session(target.name, context.log))
+        return cls(context, options or BuildOptions(), settings, target,
+                   fruix.session(target.name, context.log))
 
     def recorded(self, asset: str) -> Recorded:
         return require(self.context.instance, asset, self.target.name, self.context.asset_key.to_user_string())
@@ -84,7 +88,7 @@ class BuildRun:
             kernconf=self.target.kernconf,
             make_vars={name: b.make_vars_for(name) for name in
                        ("buildworld", "buildkernel", "installworld", "distribution", "installkernel")},
-            clean=b.clean or self.fruix.clean,
+            clean=b.clean or self.options.clean,
         )
 
     def expect_upstream(self, asset: str, expected_fingerprint: str) -> None:
@@ -100,6 +104,7 @@ class BuildRun:
     def run(self, step_name: str, plan: BuildPlan) -> StepOutcome:
         b = self.settings.build
         log = self.context.log
+        self.session.require_devenv()
 
         def marker(m: Marker, elapsed: int | None) -> None:
             log.info(m.text if elapsed is None else f"{m.text}   [{elapsed} s]")
@@ -107,7 +112,7 @@ class BuildRun:
         return run_step(
             self.session.steps, plan.steps[step_name],
             limits=Limits(timeout_s=b.timeout_hours * 3600, silent_s=b.silent_timeout_minutes * 60),
-            on_marker=marker, on_info=log.info, force=self.fruix.force,
+            on_marker=marker, on_info=log.info, force=self.options.force,
         )
 
     def tree_manifest(self, directory: str) -> Manifest:
@@ -175,9 +180,19 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
     common = dict(partitions_def=partitions, group_name=GROUP)
 
     @dg.asset(code_version=CODE_VERSIONS["freebsd_source"], **common,
+              check_specs=[dg.AssetCheckSpec(
+                  DEVENV_CHECK, asset="freebsd_source", blocking=True,
+                  description="The guest is a development-enabled Fruix system with cc, make, "
+                              "ld, tar and enough free space in the build root")],
               description="The declared FreeBSD source store the guest builds from.")
     def freebsd_source(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
         run = BuildRun.of(context, fruix)
+        b = run.settings.build
+        devenv = check_development_environment(
+            run.session.transport, system=run.session.guest.system, build_root=b.build_root,
+            min_free_gib=b.min_free_gib, make=b.make)
+        for problem in devenv.problems:
+            context.log.error(f"development environment: missing {problem}")
         src_settings = run.settings.source
         if src_settings.from_ == "path":
             assert src_settings.path is not None
@@ -188,12 +203,19 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
         meta = {"source_store": src.source_store, "source_root": src.source_root,
                 "store_hash": src.store_hash, "guest": run.session.guest.name,
                 **run.session.facts}
-        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(src.store_hash))
+        check = dg.AssetCheckResult(
+            check_name=DEVENV_CHECK, passed=devenv.ok,
+            metadata={"missing": "\n".join(devenv.problems) or "nothing",
+                      "free_kib": devenv.free_kib if devenv.free_kib is not None else -1},
+            description="ready" if devenv.ok else "missing: " + "; ".join(devenv.problems))
+        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(src.store_hash),
+                                    check_results=[check])
 
     @dg.asset(deps=[freebsd_source], code_version=CODE_VERSIONS["world_build"], **common,
               description="World object tree: make -jN buildworld.")
-    def world_build(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
-        run = BuildRun.of(context, fruix)
+    def world_build(context: dg.AssetExecutionContext, fruix: FruixResource,
+                    build_options: BuildOptions) -> dg.MaterializeResult:
+        run = BuildRun.of(context, fruix, build_options)
         plan = run.plan()
         outcome = run.run("buildworld", plan)
         return dg.MaterializeResult(metadata=_build_meta(run, outcome),
@@ -201,8 +223,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
 
     @dg.asset(deps=[freebsd_source, world_build], code_version=CODE_VERSIONS["kernel_build"], **common,
               description="Kernel object tree: make -jN buildkernel KERNCONF=….")
-    def kernel_build(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
-        run = BuildRun.of(context, fruix)
+    def kernel_build(context: dg.AssetExecutionContext, fruix: FruixResource,
+                     build_options: BuildOptions) -> dg.MaterializeResult:
+        run = BuildRun.of(context, fruix, build_options)
         plan = run.plan()
         run.expect_upstream("world_build", plan.steps["buildworld"].fingerprint)
         outcome = run.run("buildkernel", plan)
@@ -211,12 +234,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
 
     @dg.asset(deps=[world_build], code_version=CODE_VERSIONS["world_stage"], **common,
               description="Staged world: installworld + distribution with DB_FROM_SRC=yes.")
-    def world_stage(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
-        run = BuildRun.of(context, fruix)
+    def world_stage(context: dg.AssetExecutionContext, fruix: FruixResource,
+                    build_options: BuildOptions) -> dg.MaterializeResult:
+        run = BuildRun.of(context, fruix, build_options)
         plan = run.plan()
         run.expect_upstream("world_build", plan.steps["buildworld"].fingerprint)
         steps = run.session.steps
-        if fruix.force or not steps.reusable(plan.steps["installworld"].spec):
+        if run.options.force or not steps.reusable(plan.steps["installworld"].spec):
             remove_tree(run.session.transport, plan.build_root, plan.world_stage)
         install = run.run("installworld", plan)
         dist = run.run("distribution", plan)
@@ -230,12 +254,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
     @dg.asset(deps=[kernel_build], code_version=CODE_VERSIONS["kernel_stage"], **common,
               check_specs=_checks("kernel_stage"),
               description="Staged kernel: installkernel with DB_FROM_SRC=yes.")
-    def kernel_stage(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
-        run = BuildRun.of(context, fruix)
+    def kernel_stage(context: dg.AssetExecutionContext, fruix: FruixResource,
+                     build_options: BuildOptions) -> dg.MaterializeResult:
+        run = BuildRun.of(context, fruix, build_options)
         plan = run.plan()
         run.expect_upstream("kernel_build", plan.steps["buildkernel"].fingerprint)
         steps = run.session.steps
-        if fruix.force or not steps.reusable(plan.steps["installkernel"].spec):
+        if run.options.force or not steps.reusable(plan.steps["installkernel"].spec):
             remove_tree(run.session.transport, plan.build_root, plan.kernel_stage)
         install = run.run("installkernel", plan)
         manifest = run.tree_manifest(plan.kernel_stage)

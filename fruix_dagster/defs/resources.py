@@ -11,17 +11,25 @@ from fruix_dagster.session import GuestSession
 from fruix_dagster.settings import Settings, load_settings
 
 
+class BuildOptions(dg.ConfigurableResource):
+    """Per-run build options, set in the launchpad or with ``fruix-dagster build``.
+
+    ``clean`` forces a clean build (no ``WITHOUT_CLEAN``); ``force`` re-runs
+    make steps even when a finished step with the same fingerprint exists.
+    Run config: ``{"resources": {"build_options": {"config": {"clean": true}}}}``.
+    """
+
+    clean: bool = False
+    force: bool = False
+
+
 class FruixResource(dg.ConfigurableResource):
     """Settings plus guest sessions.
 
     ``config_file`` empty means ``FRUIX_CONFIG`` or the embedded default.
-    ``clean`` forces clean builds for this run; ``force`` re-runs make steps
-    even when a finished step with the same fingerprint could be reused.
     """
 
     config_file: str = ""
-    clean: bool = False
-    force: bool = False
 
     _settings: Settings | None = PrivateAttr(default=None)
     _sessions: dict[str, GuestSession] = PrivateAttr(default_factory=dict)
