@@ -111,14 +111,48 @@ def copy_sample(dest: Path, read_only: bool = True) -> Path:
     return dest
 
 
+def new_instance(home: Path) -> dg.DagsterInstance:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
 def make_local_build(tmp: Path, **tables) -> LocalBuild:
     copy_sample(tmp / "src")
-    home = tmp / "dagster-home"
-    home.mkdir()
-    instance = dg.DagsterInstance.local_temp(str(home), overrides={"telemetry": {"enabled": False}})
-    lb = LocalBuild(tmp, tmp / "fruix.toml", instance)
+    lb = LocalBuild(tmp, tmp / "fruix.toml", new_instance(tmp / "dagster-home"))
     lb.rewrite(**tables)
     return lb
+
+
+class SshBuild(LocalBuild):
+    """The same, on an SshGuest: source from the guest's system metadata."""
+
+    guest: Any = None
+
+    @property
+    def build_root(self) -> Path:
+        return self.guest.guest_path(self.settings.build.build_root)
+
+    def _tables(self, build=None, guests=None, **rest):
+        base_build = {"jobs": 2, "min_free_gib": 0.5}
+        base_build.update(build or {})
+        tables = {
+            "build": base_build,
+            "source": {"from": "system-metadata"},
+            "store": {"root": str(self.tmp / "store")},
+            "guests": guests or [self.guest.ssh_settings(name="fruix-amd64", connect_timeout=5.0,
+                                                         io_timeout=60.0)],
+            "targets": [{"name": "amd64", "guest": "fruix-amd64"}],
+        }
+        tables.update(rest)
+        return tables
+
+
+def make_ssh_build(tmp: Path, guest, **tables) -> SshBuild:
+    sb = SshBuild(tmp, tmp / "fruix.toml", new_instance(tmp / "dagster-home"))
+    sb.guest = guest
+    sb.rewrite(**tables)
+    return sb
 
 
 @pytest.fixture
