@@ -20,7 +20,7 @@ inside ``#;``/``#| |#``/``;`` comments are ignored):
   (names such as ``"freebsd-source-default"``, prose, other store items) is
   ignored.
 * Every such reference must be a normalized absolute path (no ``.`` or ``..``
-  component, no ``//``, no trailing ``/``, no control characters or blanks),
+  component, no ``//``, no trailing ``/``, no control characters),
   must lie under ``store_root``, and its first component below the store root
   must be a well-formed item name ``<hash>-freebsd-source-<name>`` (``hash``:
   32–64 lowercase letters and digits, Guix base32 or hex; ``name`` as
@@ -59,7 +59,7 @@ _ITEM = re.compile(rf"(?P<hash>[0-9a-z]{{32,64}})-freebsd-source-(?P<name>{_NAME
 _CLAIMS_ITEM = re.compile(r"[^-/]+-freebsd-source-")
 # any component that looks like a source item (hash-like prefix)
 _LOOKS_LIKE_ITEM = re.compile(r"(?:^|/)[0-9A-Za-z]{32,64}-freebsd-source-")
-_BAD_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f]")
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _PARSE_HINT = ("regenerate the system metadata (reconfigure the Fruix system), point "
                "source.metadata at the right file, or set source.from = \"path\"")
@@ -85,7 +85,7 @@ def _path_problem(s: str) -> str:
     if not s.startswith("/"):
         return "relative"
     if _BAD_CHARS.search(s):
-        return "contains a blank or control character"
+        return "contains a control character"
     if s != "/" and s.endswith("/"):
         return "trailing '/'"
     if "//" in s:
@@ -138,7 +138,7 @@ def find_source_store(text: bytes, *, metadata_path: str, store_root: str, name:
         if problem:
             raise SourceError(
                 f"{where}: expected FreeBSD source store paths to be normalized absolute paths "
-                f"(no '.', '..', '//', trailing '/', blanks or control characters), found "
+                f"(no '.', '..', '//', trailing '/' or control characters), found "
                 f"{_show(s)} ({problem}); refusing the whole layout as corrupt or hostile — "
                 f"regenerate the system metadata")
         if below is None:
