@@ -44,7 +44,7 @@ is_on() {
 	return 0
 }
 
-# check_path NAME PATH: make targets cannot hold spaces, quotes, '$', ':', ...
+# check_path NAME PATH: make targets cannot hold spaces, quotes, dollars, colons...
 check_path() {
 	case $2 in
 	*[!A-Za-z0-9._/+,@~-]*)
