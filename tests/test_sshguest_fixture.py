@@ -348,6 +348,8 @@ def test_kill_connections_drops_the_session_but_detached_work_survives(ssh_guest
         time.sleep(0.3)
         assert Path(f"/proc/{sleepers[0]}").exists()
         assert ssh_guest.running and ok(ssh_guest, "echo again") == "again\n"  # listener still serves
+        # the finished session's sshd may outlive its client by a moment
+        assert _wait(lambda: ssh_guest.connection_pids() == [])
         assert ssh_guest.kill_connections() == 0
     finally:
         if proc.poll() is None:

@@ -126,9 +126,18 @@ propagation being private).  When started from the main thread the listener
 also gets ``PR_SET_PDEATHSIG(SIGKILL)``, and an ``atexit`` hook stops guests
 left running, so a crashed test run does not leave an sshd behind.
 
-Timing: :meth:`start` on a fresh state dir takes ~0.1-0.3 s on the
-development VM (key generation, tree copy, mounts, sshd start and one real
-``ssh`` login); :attr:`SshGuest.last_start_seconds` records it.
+Namespace inode numbers are reused by the kernel as soon as a namespace is
+freed (a restarted guest often gets the very same inode), which is why the
+identity is pinned by the open descriptor rather than remembered as a number.
+
+Besides the API in the brief, :class:`SshGuest` offers ``ssh_command()``
+(argv for the system ``ssh`` client, strict host-key checking),
+``host_public_key()``, ``connection_pids()``, ``pid``, ``running``,
+``mount_namespace`` and the module function :func:`render_store_layout`.
+
+Timing: :meth:`start` takes ~0.3 s on the development VM, fresh or warm
+(key generation, tree copy, mounts, sshd start and one real ``ssh`` login);
+:attr:`SshGuest.last_start_seconds` records it.
 """
 
 from __future__ import annotations
