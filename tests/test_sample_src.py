@@ -277,6 +277,15 @@ def test_sample_fail(make: str, target: str, tmp_path: Path) -> None:
     assert "completed on" not in out
 
 
+@pytest.mark.parametrize("make", MAKES)
+def test_sample_fail_in_an_install_target(make: str, tmp_path: Path) -> None:
+    out = run(make, "distribution", SAMPLE, tmp_path / "obj", f"DESTDIR={tmp_path}/stage",
+              "DB_FROM_SRC=yes", "SAMPLE_FAIL=distribution", check=False)
+    assert_in_order(out, [">>> Making hierarchy", "===> etc (distribution)",
+                          "SAMPLE_FAIL=distribution", "*** Error code", "Stop."])
+    assert not (tmp_path / "stage/etc/master.passwd").exists()
+
+
 def test_generic_and_minimal_kernels_differ(tmp_path: Path) -> None:
     src, obj = copy_src(tmp_path / "src"), tmp_path / "obj"
     boots = {}
@@ -339,7 +348,7 @@ def test_jobs_compile_in_parallel(make: str, tmp_path: Path) -> None:
     wrapper.write_text(f"""#!/bin/sh
 touch {running}/$$
 ls {running} | wc -l >> {counts}
-sleep 0.3
+sleep 0.2
 rm -f {running}/$$
 exec cc "$@"
 """)

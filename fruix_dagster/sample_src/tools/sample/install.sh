@@ -66,7 +66,7 @@ installworld() {
 	for _h in "$SRCTOP"/sys/sys/*.h; do
 		inst 444 "$_h" "$DESTDIR/usr/include/sys/${_h##*/}"
 	done
-	midpoint include/stdio.h
+	midpoint include/stdio.h usr/include/stdio.h
 
 	for _d in $WORLD_LIBS; do
 		echo "===> $_d (install)"
@@ -146,7 +146,7 @@ installkernel() {
 		mv "$DESTDIR/boot/kernel" "$DESTDIR/boot/kernel.old"
 	fi
 	mkdirs 755 boot/kernel
-	midpoint sys/kern/init_main.c
+	midpoint "sys/$TARGET/conf/$KERNCONF" boot/kernel/kernel
 	inst 555 "$KOBJ/kernel" "$DESTDIR/boot/kernel/kernel"
 	for _ko in "$KOBJ"/modules/*/*.ko; do
 		if [ -f "$_ko" ]; then

@@ -177,9 +177,9 @@ knob_check() {
 	esac
 }
 
-# midpoint SRC: where the knobs act, in the middle of a target: filler
+# midpoint SRC [DST]: where the knobs act, in the middle of a target: filler
 # output (SAMPLE_EXTRA_LOG), silence (SAMPLE_SLEEP), failure (SAMPLE_FAIL,
-# reported as if compiling or installing SRC).
+# reported as if compiling SRC, or installing DESTDIR/DST from SRC's directory).
 midpoint() {
 	if [ "${SAMPLE_EXTRA_LOG:-0}" -gt 0 ] &&
 	    { [ -z "${SAMPLE_EXTRA_LOG_STAGE:-}" ] || [ "$SAMPLE_EXTRA_LOG_STAGE" = "$STEP" ]; }; then
@@ -203,8 +203,7 @@ midpoint() {
 			echo "*** [${_file%.c}.o] Error code 1"
 			;;
 		*)
-			echo "install -m 0444 $SRCTOP/$1 $DESTDIR/$1"
-			echo "install: $DESTDIR/$1: Input/output error (SAMPLE_FAIL=$STEP)"
+			echo "install: $DESTDIR/${2:-$1}: Input/output error (SAMPLE_FAIL=$STEP)"
 			echo "*** [$STEP] Error code 71"
 			;;
 		esac
