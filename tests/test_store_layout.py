@@ -14,6 +14,7 @@ Decisions pinned here (see fruix_dagster/fruix/store_layout.py):
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -35,7 +36,7 @@ from fruix_dagster.fruix.store_layout import (
 )
 from fruix_dagster.guest.local import LocalTransport
 from fruix_dagster.settings import SourceSettings
-from tests.support.sshguest import render_store_layout
+from tests.support.sshguest import STORE_LAYOUT, render_store_layout
 
 ROOT = "/frx/store"
 H1 = "12d7704362e95afc2697db63f168b878e082b372"     # hex, as in the Phase 20.2 run
@@ -525,3 +526,59 @@ def test_other_name_in_metadata_on_the_guest(tmp_path):
     assert source_from_metadata(LocalTransport(), settings).source_store == str(item)
     with pytest.raises(SourceError, match="set source.name to one of 'releng'"):
         source_from_metadata(LocalTransport(), replace(settings, name="default"))
+
+
+def test_read_is_bounded_even_if_the_file_grows_after_the_size_check(tmp_path, monkeypatch):
+    """A `wc` that reports a small size stands in for a file growing between the
+    size check and the read: at most limit + 1 bytes may cross the wire."""
+    root, item, meta, settings = make_guest(tmp_path)
+    meta.write_bytes(render_store_layout([str(item)]).encode() + b";" * (3 * MAX_METADATA_BYTES))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "wc").write_text("#!/bin/sh\ncat > /dev/null; echo 100\n")
+    (bin_dir / "wc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    transport = RecordingTransport()
+    with pytest.raises(SourceError, match="found more \\(it grew while being read\\)"):
+        source_from_metadata(transport, settings)
+    assert len(transport.results[0].stdout) == len(b"100\n") + MAX_METADATA_BYTES + 1
+
+
+# -- against the SSH test guest (real sshd, its login shell, a read-only /frx/store) ----------
+
+class SshClientTransport(LocalTransport):
+    """Runs argv on an SshGuest through the system ssh client (argv joined with
+    shlex.join, as the remote login shell needs), so the scripts and their
+    positional parameters make the real trip through a remote shell."""
+
+    def __init__(self, guest):
+        self.guest = guest
+        self.description = f"ssh guest {guest.name}"
+
+    def run(self, argv, *, input=None, timeout=None):
+        return super().run(self.guest.ssh_command(list(argv)), input=input, timeout=timeout or 60)
+
+
+def test_on_the_ssh_test_guest(ssh_guest):
+    transport = SshClientTransport(ssh_guest)
+    settings = SourceSettings()           # the real defaults: /run/current-system/metadata/…, /frx/store
+    src = source_from_metadata(transport, settings)
+    assert src == SourceStore(ssh_guest.source_store, f"{ssh_guest.source_store}/tree", ssh_guest.store_hash)
+
+    other = ssh_guest.add_source_store("b" * 40, "default")
+    ssh_guest.set_store_layout(render_store_layout([ssh_guest.source_store, other]))
+    with pytest.raises(SourceError, match="found 2 different ones"):
+        source_from_metadata(transport, settings)
+
+    ssh_guest.set_store_layout(f';; switched\n(store-layout (items #("{other}" "{other}/tree")))\n')
+    assert source_from_metadata(transport, settings).store_hash == "b" * 40
+
+    stale = f"{ROOT}/{'c' * 40}-freebsd-source-default"
+    ssh_guest.set_store_layout(render_store_layout([stale]))
+    with pytest.raises(SourceError, match=f"expected the store item \"{stale}\" named by the system "
+                                          f"metadata to exist on ssh guest {ssh_guest.name}, found nothing"):
+        source_from_metadata(transport, settings)
+
+    ssh_guest.guest_path(STORE_LAYOUT).unlink()
+    with pytest.raises(SourceError, match="expected a development-enabled Fruix system"):
+        source_from_metadata(transport, settings)
