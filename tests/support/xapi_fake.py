@@ -661,9 +661,9 @@ class FakeXapiServer:
         if kind not in LISTENER_KINDS:
             raise ValueError(f"unknown listener kind {kind!r}; one of {LISTENER_KINDS}")
         with self._lock:
-            if self._stopped:
-                raise RuntimeError("fake XAPI server is stopped")
             if kind not in self._listeners:
+                if self._stopped:
+                    raise RuntimeError("fake XAPI server is stopped")
                 ctx = None if kind == "http" else self._cert(kind).server_context()
                 lst = _Listener(self, kind, ctx)
                 self._listeners[kind] = lst
