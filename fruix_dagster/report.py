@@ -51,13 +51,14 @@ def build_report(latest: Mapping[str, Mapping[str, Any] | None],
     values["build_jobs"] = str(meta("world_build").get("build_jobs", ""))
     values["source_store"] = str(meta("freebsd_source").get("source_store", ""))
     values["source_root"] = str(meta("freebsd_source").get("source_root", ""))
-    artifacts = [a for a in _STAGE_ASSETS.values() if latest.get(a)]
-    newest = max(artifacts, key=lambda a: meta(a).get("_timestamp", 0), default=None)
-    values["build_root"] = str(meta(newest).get("build_root", "")) if newest else ""
+    measured = [a for a in _STAGE_ASSETS.values() if "build_root_size_bytes" in meta(a)]
+    newest = max(measured, key=lambda a: meta(a).get("_timestamp", 0), default=None)
+    values["build_root"] = next((str(meta(a)["build_root"]) for a in _STAGE_ASSETS.values()
+                                 if meta(a).get("build_root")), "")
     for key, asset in _STAGE_ASSETS.items():
         values[key] = str(meta(asset).get("path", ""))
     values["build_root_size"] = (human_size(int(meta(newest)["build_root_size_bytes"]))
-                                 if newest and "build_root_size_bytes" in meta(newest) else "")
+                                 if newest else "")
     for key, asset in _STAGE_ASSETS.items():
         size = meta(asset).get("size_bytes")
         values[f"{key}_size"] = human_size(int(size)) if size is not None else ""

@@ -48,5 +48,5 @@ def tree_facts(root: Path) -> dict:
         "size_bytes": sum(e["size"] for e in entries.values() if e["type"] == "file"),
         "file_count": sum(1 for e in entries.values() if e["type"] != "dir"),
         "tree_sha256": hashlib.sha256("".join(lines).encode()).hexdigest(),
-        "sha256": {p.decode(): e["sha256"] for p, e in entries.items() if e["type"] == "file"},
+        "sha256": {p.decode("utf-8", "surrogateescape"): e["sha256"] for p, e in entries.items() if e["type"] == "file"},
     }

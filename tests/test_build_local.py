@@ -54,14 +54,19 @@ def test_full_graph_metadata_equals_independent_computation(built: LocalBuild):
     src = latest(inst, "freebsd_source", "amd64").metadata
     assert src["source_root"] == str(built.tmp / "src")
     assert src["store_hash"] and len(src["store_hash"]) == 64
-    paths = {"world_stage": root / "stage-world", "kernel_stage": root / "stage-kernel",
-             "headers_slice": root / "artifact-headers", "bootloader_slice": root / "artifact-bootloader"}
-    for asset, path in paths.items():
+    store = built.tmp / "store"
+    guest = {"world_stage": root / "stage-world", "kernel_stage": root / "stage-kernel"}
+    for asset in KEY_FILES:
         rec = latest(inst, asset, "amd64")
         assert rec is not None, asset
-        facts = tree_facts(path)
         meta = rec.metadata
-        assert meta["path"] == str(path)
+        path = Path(meta["path"])
+        assert path.parent.parent == store and path.name == "tree"
+        assert path.parent.name == f"{meta['tree_sha256']}-{asset}-amd64"
+        facts = tree_facts(path)
+        if asset in guest:  # the stored tree equals the staged tree on the guest
+            assert tree_facts(guest[asset]) == facts
+            assert meta["guest_path"] == str(guest[asset])
         assert meta["size_bytes"] == facts["size_bytes"], asset
         assert meta["file_count"] == facts["file_count"], asset
         assert meta["tree_sha256"] == facts["tree_sha256"], asset
@@ -70,7 +75,7 @@ def test_full_graph_metadata_equals_independent_computation(built: LocalBuild):
             assert meta[f"sha256:{key}"] == facts["sha256"][key], (asset, key)
     # the headers slice is exactly usr/include/** and usr/share/mk/** of the world stage
     world = tree_facts(root / "stage-world")["sha256"]
-    headers = tree_facts(root / "artifact-headers")["sha256"]
+    headers = tree_facts(Path(latest(inst, "headers_slice", "amd64").metadata["path"]))["sha256"]
     expected = {p: h for p, h in world.items() if p.startswith(("usr/include/", "usr/share/mk/"))}
     assert headers == expected
     assert len([p for p in headers if p.startswith("usr/include/")]) >= 100
@@ -102,7 +107,8 @@ def test_report_ends_ok(built: LocalBuild, monkeypatch, capsys):
     root = built.build_root
     assert values["host_initiated_native_build"] == "ok"
     assert values["sha_kernel"] == tree_facts(root / "stage-kernel")["sha256"]["boot/kernel/kernel"]
-    assert values["sha_param"] == tree_facts(root / "artifact-headers")["sha256"]["usr/include/sys/param.h"]
+    assert values["sha_param"] == tree_facts(root / "stage-world")["sha256"]["usr/include/sys/param.h"]
+    assert values["headers_stage"].startswith(str(built.tmp / "store"))
     assert values["build_jobs"] == "2"
 
 

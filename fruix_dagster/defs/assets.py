@@ -20,7 +20,7 @@ import dagster as dg
 from fruix_dagster.build.make import BuildPlan, plan_build
 from fruix_dagster.build.markers import Marker
 from fruix_dagster.build.run import Limits, StepOutcome, run_step
-from fruix_dagster.defs.records import Recorded, require
+from fruix_dagster.defs.records import Recorded, referenced_paths, require
 from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.errors import FruixError
 from fruix_dagster.fruix.devenv import check_development_environment
@@ -28,9 +28,8 @@ from fruix_dagster.fruix.source import source_from_path
 from fruix_dagster.guest.fence import remove_tree
 from fruix_dagster.session import GuestSession
 from fruix_dagster.settings import Settings, Target
-from fruix_dagster.tree.carve import carve
-from fruix_dagster.tree.manifest import Manifest, manifest_from_tar
-from fruix_dagster.tree.slices import select
+from fruix_dagster.store import ArtifactStore, StoredTree
+from fruix_dagster.tree.manifest import Manifest
 
 CODE_VERSIONS = {
     "freebsd_source": "1",
@@ -115,26 +114,33 @@ class BuildRun:
             on_marker=marker, on_info=log.info, force=self.options.force,
         )
 
-    def tree_manifest(self, directory: str) -> Manifest:
-        with self.session.transport.tar_stream(directory) as stream:
-            return manifest_from_tar(stream)
+    @property
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.settings.store.root, self.settings.store.keep)
+
+    def collect(self, guest_dir: str, asset: str) -> StoredTree:
+        stored = self.store.collect(self.session.transport, guest_dir, asset=asset,
+                                    target=self.target.name, key_files=self.settings.slices.key_files)
+        self.context.log.info(
+            f"{asset}: {guest_dir} collected into {stored.path} "
+            f"({stored.manifest.file_count} files, {stored.manifest.total_size} bytes"
+            f"{', identical tree already stored' if stored.reused else ''})")
+        return stored
 
     def build_root_bytes(self) -> int:
         res = self.session.transport.run(["du", "-sk", self.settings.build.build_root])
         text = res.stdout.decode().split()
         return int(text[0]) * 1024 if res.ok and text and text[0].isdigit() else 0
 
-    def tree_result(self, path: str, manifest: Manifest, asset: str,
+    def tree_result(self, stored: StoredTree, asset: str,
                     extra: dict[str, Any] | None = None) -> dg.MaterializeResult:
-        digest = manifest.digest()
+        manifest = stored.manifest
         meta: dict[str, Any] = {
-            "path": dg.MetadataValue.path(path),
+            "path": dg.MetadataValue.path(str(stored.tree)),
             "size_bytes": manifest.total_size,
             "file_count": manifest.file_count,
-            "tree_sha256": digest,
+            "tree_sha256": stored.digest,
             "build_root": dg.MetadataValue.path(self.settings.build.build_root),
-            "build_root_size_bytes": self.build_root_bytes(),
-            "guest": self.session.guest.name,
         }
         for key in self.settings.slices.key_files:
             entry = manifest.get(key.encode())
@@ -149,7 +155,10 @@ class BuildRun:
             )
             for required in REQUIRED_FILES.get(asset, ())
         ]
-        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(digest),
+        removed = self.store.gc(referenced_paths(self.context.instance, self.settings.target_names))
+        if removed:
+            self.context.log.info(f"store gc: removed {len(removed)} old entries")
+        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(stored.digest),
                                     check_results=checks)
 
 
@@ -244,12 +253,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
             remove_tree(run.session.transport, plan.build_root, plan.world_stage)
         install = run.run("installworld", plan)
         dist = run.run("distribution", plan)
-        manifest = run.tree_manifest(plan.world_stage)
-        run.session.transport.write_file(f"{plan.world_stage}.manifest.jsonl", manifest.to_jsonl())
+        stored = run.collect(plan.world_stage, "world_stage")
         extra = {"step_fingerprint": dist.step.fingerprint,
                  "duration_s": install.duration_s + dist.duration_s,
-                 "make_command": f"{install.step.command}\n{dist.step.command}"}
-        return run.tree_result(plan.world_stage, manifest, "world_stage", extra)
+                 "make_command": f"{install.step.command}\n{dist.step.command}",
+                 "guest_path": plan.world_stage, "guest": run.session.guest.name,
+                 "build_root_size_bytes": run.build_root_bytes()}
+        return run.tree_result(stored, "world_stage", extra)
 
     @dg.asset(deps=[kernel_build], code_version=CODE_VERSIONS["kernel_stage"], **common,
               check_specs=_checks("kernel_stage"),
@@ -263,10 +273,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
         if run.options.force or not steps.reusable(plan.steps["installkernel"].spec):
             remove_tree(run.session.transport, plan.build_root, plan.kernel_stage)
         install = run.run("installkernel", plan)
-        manifest = run.tree_manifest(plan.kernel_stage)
+        stored = run.collect(plan.kernel_stage, "kernel_stage")
         extra = {"step_fingerprint": install.step.fingerprint, "duration_s": install.duration_s,
-                 "make_command": install.step.command}
-        return run.tree_result(plan.kernel_stage, manifest, "kernel_stage", extra)
+                 "make_command": install.step.command, "guest_path": plan.kernel_stage,
+                 "guest": run.session.guest.name, "build_root_size_bytes": run.build_root_bytes()}
+        return run.tree_result(stored, "kernel_stage", extra)
 
     def slice_asset(name: str, slice_key: str, description: str) -> dg.AssetsDefinition:
         @dg.asset(name=name, deps=[world_stage], code_version=CODE_VERSIONS[name], **common,
@@ -274,26 +285,16 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
         def _slice(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
             run = BuildRun.of(context, fruix)
             stage = run.recorded("world_stage").metadata
-            stage_path = str(stage["path"])
-            raw = run.session.transport.read_file(f"{stage_path}.manifest.jsonl")
-            world = Manifest.from_jsonl(raw)
-            if world.digest() != stage["tree_sha256"]:
-                raise FruixError(
-                    f"{name}: the world stage on {run.session.transport.description} no longer matches "
-                    f"its last materialization (expected tree_sha256 {stage['tree_sha256'][:16]}, "
-                    f"found {world.digest()[:16]}); re-materialize world_stage first")
             globs = getattr(run.settings.slices, slice_key)
-            dest = f"{run.settings.build.build_root}/artifact-{slice_key}"
-            carved = carve(run.session.transport, run.settings.build.build_root, stage_path, dest,
-                           select(world, globs))
+            stored = run.store.carve(str(stage["path"]), globs, asset=name, target=run.target.name)
             extra = {"globs": ", ".join(globs), "from_world_stage": stage["tree_sha256"]}
-            return run.tree_result(dest, carved, name, extra)
+            return run.tree_result(stored, name, extra)
 
         return _slice
 
     headers_slice = slice_asset("headers_slice", "headers",
-                                "Development headers carved from the world stage.")
+                                "Development headers carved from the stored world stage (no guest needed).")
     bootloader_slice = slice_asset("bootloader_slice", "bootloader",
-                                   "Loader files carved from the world stage.")
+                                   "Loader files carved from the stored world stage (no guest needed).")
     return [freebsd_source, world_build, kernel_build, world_stage, kernel_stage,
             headers_slice, bootloader_slice]

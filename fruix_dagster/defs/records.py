@@ -67,3 +67,17 @@ def checks_passed(instance: dg.DagsterInstance, rec: Recorded, check_names: list
                 out[name] = bool(evaluation.passed)
                 break
     return out
+
+
+ARTIFACT_ASSETS = ("world_stage", "kernel_stage", "headers_slice", "bootloader_slice")
+
+
+def referenced_paths(instance: dg.DagsterInstance, partitions: tuple[str, ...] | list[str]) -> set[str]:
+    """Store paths named by the latest materialization of every artifact and target."""
+    refs = set()
+    for asset in ARTIFACT_ASSETS:
+        for partition in partitions:
+            rec = latest(instance, asset, partition)
+            if rec is not None and rec.metadata.get("path"):
+                refs.add(str(rec.metadata["path"]))
+    return refs

@@ -1,0 +1,295 @@
+"""The host artifact store: every stage and slice, content-addressed and kept.
+
+Layout::
+
+    <store.root>/
+      <tree_sha256>-<asset>-<target>/
+        tree/                the tree, modes and symlinks preserved
+        manifest.jsonl       the manifest whose sha256 is tree_sha256
+        manifest.mtree       the same in mtree(8) syntax with sha256digest
+        info.json            asset, target, digest, size, counts, published time
+      .tmp-<pid>-<random>/   an entry being written (never visible as an entry)
+
+Entries are written under ``.tmp-…`` on the same file system and renamed
+into place, so a crash leaves no visible partial entry; leftovers of dead
+writers are removed by the next writer.  Identical trees are stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from fruix_dagster.errors import FruixError, StoreError
+from fruix_dagster.guest.transport import Transport
+from fruix_dagster.store.mtree import render_mtree
+from fruix_dagster.store.writer import DirectoryWriter
+from fruix_dagster.tree.manifest import Manifest, manifest_from_tar
+from fruix_dagster.tree.slices import select
+
+_ENTRY = re.compile(r"^(?P<digest>[0-9a-f]{64})-(?P<asset>[a-z_]+)-(?P<target>[A-Za-z0-9_-]+)$")
+_TMP = re.compile(r"^\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
+#: head room kept free beyond the tree itself (metadata, manifests, fs overhead)
+MARGIN_BYTES = 64 << 20
+
+# $1 dir, rest: relative key files.  Prints "<sha256> <path>" per existing file.
+_GUEST_SHA = r'''
+dir=$1; shift
+for f in "$@"; do
+  [ -f "$dir/$f" ] || continue
+  if command -v sha256 >/dev/null 2>&1; then h=$(sha256 -q "$dir/$f") || exit 1
+  else h=$(sha256sum < "$dir/$f") || exit 1; h=${h%% *}; fi
+  printf '%s %s\n' "$h" "$f"
+done
+'''
+
+
+@dataclass(frozen=True)
+class StoredTree:
+    path: Path            # the entry directory
+    manifest: Manifest
+    digest: str
+    reused: bool          # an identical tree was already stored
+
+    @property
+    def tree(self) -> Path:
+        return self.path / "tree"
+
+
+def _chmod_writable(path: Path) -> None:
+    for dirpath, dirnames, _ in os.walk(path):
+        os.chmod(dirpath, 0o700)
+
+
+def remove_entry(path: Path) -> None:
+    """Delete a store entry (or temporary dir), including read-only directories."""
+    if path.exists() or path.is_symlink():
+        _chmod_writable(path)
+        shutil.rmtree(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ArtifactStore:
+    def __init__(self, root: str | os.PathLike, keep: int = 5):
+        self.root = Path(root)
+        self.keep = keep
+
+    # -- housekeeping ------------------------------------------------------------
+    def _prepare(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"artifact store {self.root}: expected a writable directory, cannot create it: {exc}; "
+                f"fix store.root in the settings file") from exc
+        self.clean_leftovers()
+
+    def clean_leftovers(self) -> list[Path]:
+        removed = []
+        for child in self.root.iterdir() if self.root.exists() else ():
+            m = _TMP.match(child.name)
+            if m and (int(m["pid"]) == os.getpid() or not _pid_alive(int(m["pid"]))):
+                if int(m["pid"]) == os.getpid():
+                    continue
+                remove_entry(child)
+                removed.append(child)
+        return removed
+
+    def _tmpdir(self) -> Path:
+        tmp = self.root / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        return tmp
+
+    def entries(self) -> list[dict]:
+        out = []
+        for child in sorted(self.root.iterdir()) if self.root.exists() else ():
+            m = _ENTRY.match(child.name)
+            if not m:
+                continue
+            info = {"path": child, **m.groupdict(), "published": 0.0}
+            try:
+                info["published"] = float(json.loads((child / "info.json").read_text())["published"])
+            except (OSError, ValueError, KeyError):
+                info["published"] = child.stat().st_mtime
+            out.append(info)
+        return out
+
+    def entry_of(self, tree_path: str | os.PathLike) -> Path:
+        """The entry directory of a stored tree path (``…/<entry>/tree``)."""
+        p = Path(tree_path)
+        entry = p.parent if p.name == "tree" else p
+        if entry.parent != self.root or not _ENTRY.match(entry.name) or not entry.is_dir():
+            raise StoreError(
+                f"expected a stored tree under {self.root} (…/<tree_sha256>-<asset>-<target>/tree), "
+                f"got {tree_path}; it may have been garbage-collected — re-materialize its asset")
+        return entry
+
+    def load_manifest(self, entry: Path) -> Manifest:
+        m = _ENTRY.match(entry.name)
+        manifest = Manifest.from_jsonl((entry / "manifest.jsonl").read_bytes())
+        if not m or manifest.digest() != m["digest"]:
+            raise StoreError(
+                f"store entry {entry}: its manifest does not hash to the digest in its name; the "
+                f"entry is damaged — delete it and re-materialize its asset")
+        return manifest
+
+    # -- writing -----------------------------------------------------------------
+    def _check_space(self, need: int, what: str) -> None:
+        free = shutil.disk_usage(self.root).free
+        if free < need + MARGIN_BYTES:
+            raise StoreError(
+                f"artifact store {self.root} cannot hold {what}: it needs about "
+                f"{(need + MARGIN_BYTES) / 2**20:.1f} MiB, the file system has {free / 2**20:.1f} MiB "
+                f"free; free space (fruix-dagster store gc) or move store.root — nothing was published")
+
+    def collect(self, transport: Transport, guest_dir: str, *, asset: str, target: str,
+                key_files: Sequence[str] = ()) -> StoredTree:
+        """Bring a guest tree into the store in one tar stream, verified and atomic."""
+        self._prepare()
+        what = f"{asset} for {target} ({guest_dir} on {transport.description})"
+        du = transport.run(["du", "-sk", guest_dir]).check(f"measuring {guest_dir}")
+        words = du.stdout.split()
+        need = int(words[0]) * 1024 if words and words[0].isdigit() else 0
+        self._check_space(need, what)
+        guest_hashes = self.guest_key_hashes(transport, guest_dir, key_files)
+        tmp = self._tmpdir()
+        try:
+            (tmp / "tree").mkdir()
+            writer = DirectoryWriter(os.fsencode(tmp / "tree"), f"collecting {what}")
+            try:
+                with transport.tar_stream(guest_dir) as stream:
+                    manifest = manifest_from_tar(stream, writer)
+            except BaseException:
+                writer.abort()
+                raise
+            writer.finish()
+            for path, digest in guest_hashes.items():
+                entry = manifest.get(path.encode())
+                found = entry.sha256 if entry is not None else "no such file"
+                if found != digest:
+                    raise StoreError(
+                        f"collecting {what}: {path} hashed {digest} on the guest but {found} in the "
+                        f"collected stream — the tree changed during collection; nothing was "
+                        f"published. Re-materialize {asset} when nothing else writes to {guest_dir}")
+            return self._publish(tmp, manifest, asset, target, writer.root_mode)
+        except BaseException:
+            remove_entry(tmp)
+            raise
+
+    @staticmethod
+    def guest_key_hashes(transport: Transport, guest_dir: str, key_files: Sequence[str]) -> dict[str, str]:
+        if not key_files:
+            return {}
+        res = transport.sh(_GUEST_SHA, guest_dir, *key_files).check(
+            f"hashing key files in {guest_dir}")
+        out = {}
+        for line in res.stdout.decode("utf-8", "replace").splitlines():
+            digest, _, path = line.partition(" ")
+            out[path] = digest
+        return out
+
+    def carve(self, source_tree: str | os.PathLike, globs: Iterable[str], *, asset: str,
+              target: str) -> StoredTree:
+        """A slice of a stored tree, as its own entry, without any guest."""
+        self._prepare()
+        entry = self.entry_of(source_tree)
+        selection = select(self.load_manifest(entry), list(globs))
+        self._check_space(selection.total_size, f"{asset} for {target}")
+        src = entry / "tree"
+        tmp = self._tmpdir()
+        try:
+            dest = tmp / "tree"
+            dest.mkdir()
+            dirs = []
+            for e in selection:
+                s, d = os.path.join(os.fsencode(src), e.path), os.path.join(os.fsencode(dest), e.path)
+                if e.kind == "dir":
+                    os.mkdir(d, 0o700)
+                    dirs.append((d, e.mode))
+                elif e.kind == "symlink":
+                    os.symlink(os.readlink(s), d)
+                else:
+                    h = hashlib.sha256()
+                    with open(s, "rb") as fin, open(d, "xb") as fout:
+                        while chunk := fin.read(1 << 20):
+                            h.update(chunk)
+                            fout.write(chunk)
+                    if h.hexdigest() != e.sha256:
+                        raise StoreError(
+                            f"carving {asset}: {os.fsdecode(e.path)} in {entry} no longer matches its "
+                            f"manifest; the stored world stage is damaged — delete {entry} and "
+                            f"re-materialize world_stage")
+                    os.chmod(d, e.mode)
+            for d, mode in reversed(dirs):
+                os.chmod(d, mode)
+            root_mode = stat.S_IMODE(os.stat(src).st_mode)
+            return self._publish(tmp, selection, asset, target, root_mode)
+        except BaseException:
+            remove_entry(tmp)
+            raise
+
+    def _publish(self, tmp: Path, manifest: Manifest, asset: str, target: str,
+                 root_mode: int) -> StoredTree:
+        digest = manifest.digest()
+        os.chmod(tmp / "tree", root_mode)
+        (tmp / "manifest.jsonl").write_bytes(manifest.to_jsonl())
+        (tmp / "manifest.mtree").write_bytes(render_mtree(manifest, root_mode))
+        info = {"asset": asset, "target": target, "tree_sha256": digest, "published": time.time(),
+                "size_bytes": manifest.total_size, "file_count": manifest.file_count}
+        (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
+        final = self.root / f"{digest}-{asset}-{target}"
+        try:
+            os.rename(tmp, final)
+            return StoredTree(final, manifest, digest, reused=False)
+        except OSError:
+            if not final.is_dir():
+                raise
+        # identical tree already stored: keep it, mark it as just published
+        remove_entry(tmp)
+        info_path = final / "info.json"
+        tmp_info = final / f".info.{os.getpid()}"
+        tmp_info.write_text(json.dumps(info, indent=1) + "\n")
+        os.replace(tmp_info, info_path)
+        return StoredTree(final, manifest, digest, reused=True)
+
+    # -- retention -----------------------------------------------------------------
+    def gc(self, referenced: Iterable[str | os.PathLike], *, dry_run: bool = False) -> list[Path]:
+        """Keep the newest ``keep`` entries per asset and target and every referenced one."""
+        keep_paths = set()
+        for ref in referenced:
+            try:
+                keep_paths.add(self.entry_of(ref))
+            except FruixError:
+                continue
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for e in self.entries():
+            groups.setdefault((e["asset"], e["target"]), []).append(e)
+        doomed = []
+        for items in groups.values():
+            items.sort(key=lambda e: e["published"], reverse=True)
+            for e in items[self.keep:]:
+                if e["path"] not in keep_paths:
+                    doomed.append(e["path"])
+        if not dry_run:
+            self.clean_leftovers()
+            for path in doomed:
+                remove_entry(path)
+        return doomed
