@@ -1,4 +1,4 @@
-"""``fruix-dagster``: check-config, build, report.
+"""``fruix-dagster``: check-config, build, report, store gc.
 
 Every ``FruixError`` ends the command with its message on stderr and exit
 status 1 — no traceback for a user's mistake.
@@ -100,6 +100,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_store_gc(args: argparse.Namespace) -> int:
+    from fruix_dagster.defs.records import referenced_paths
+    from fruix_dagster.settings import load_settings
+    from fruix_dagster.store import ArtifactStore
+
+    settings = load_settings()
+    store = ArtifactStore(settings.store.root, settings.store.keep)
+    referenced = referenced_paths(_instance(), settings.target_names)
+    removed = store.gc(referenced, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in removed:
+        print(f"{verb} {path}")
+    remaining = len(store.entries()) - (len(removed) if args.dry_run else 0)
+    print(f"{verb} {len(removed)} entries; kept the newest {settings.store.keep} per asset and "
+          f"target and every entry the latest materializations reference; {remaining} entries "
+          f"remain in {store.root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fruix-dagster", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="console log level of the run (default INFO: '>>>' markers and steps)")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("store", help="the host artifact store")
+    store_sub = p.add_subparsers(dest="store_command", required=True)
+    g = store_sub.add_parser("gc", help="remove old store entries (keeps store.keep per asset and target)")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    g.set_defaults(func=cmd_store_gc)
     return parser
 
 

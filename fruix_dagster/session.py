@@ -4,18 +4,31 @@ This is where the guest kinds meet: ``local`` runs here, ``ssh`` connects to
 a running guest, ``xcpng`` boots the VM first and applies its after-run policy
 when the session closes.  Plain Python; the Dagster resource holds one session
 per target for the length of a run.
+
+``xcpng``: the first use of :attr:`GuestSession.transport` logs in to the pool
+(:class:`~fruix_dagster.hypervisor.XapiClient`), finds the VM, reverts it to
+``revert_to`` if set, brings it up and waits for its address and SSH port
+(:class:`~fruix_dagster.hypervisor.BuildVM`), then connects over SSH exactly
+like an ``ssh`` guest.  That happens at most once per session: a failed boot
+is remembered and raised again, never retried behind the operator's back.
+:meth:`GuestSession.close` applies the after-run policy once — on success and
+on failure alike, also when the boot itself failed after the VM was found —
+then logs out.  ``facts`` records ``vm_uuid``, ``vm_name_label`` and
+``guest_address``.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
-from fruix_dagster.errors import ConfigError
+from fruix_dagster.errors import ConfigError, FruixError
 from fruix_dagster.fruix.devenv import DevEnvReport, require_development_environment
 from fruix_dagster.guest.detached import DetachedSteps
 from fruix_dagster.guest.local import LocalTransport
 from fruix_dagster.guest.ssh import SshTransport
 from fruix_dagster.guest.transport import Transport
+from fruix_dagster.hypervisor import BuildVM, XapiClient
 from fruix_dagster.settings import Guest, Settings
 
 Log = Callable[[str], None]
@@ -32,11 +45,21 @@ class GuestSession:
         self._devenv: DevEnvReport | None = None
         #: facts worth recording in metadata (address, VM uuid, …)
         self.facts: dict[str, str] = {}
+        self._lock = threading.RLock()
+        #: xcpng: the pool client and the VM (None for local/ssh, or before the first use)
+        self.xapi: XapiClient | None = None
+        self.vm: BuildVM | None = None
+        self._open_error: FruixError | None = None
+        self._closed_vm = False
 
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            self._transport = self._open()
+            with self._lock:
+                if self._transport is None:
+                    if self._open_error is not None:
+                        raise self._open_error
+                    self._transport = self._open()
         return self._transport
 
     @property
@@ -50,6 +73,12 @@ class GuestSession:
             return LocalTransport()
         if kind == "ssh":
             return self._ssh(self.guest.host)
+        if kind == "xcpng":
+            try:
+                return self._xcpng()
+            except FruixError as exc:
+                self._open_error = exc  # one boot per session: never boot again behind the error
+                raise
         raise ConfigError(
             f"{self.settings.source_file}: guest {self.guest.name!r}: kind {kind!r} "
             f"is not supported by this version of fruix_dagster; use kind = \"local\"")
@@ -67,6 +96,46 @@ class GuestSession:
         transport.connect()
         return transport
 
+    def _where(self) -> str:
+        return f"{self.settings.source_file}: guest {self.guest.name!r}"
+
+    def _xcpng(self) -> SshTransport:
+        g = self.guest
+        xs = g.xcpng
+        if xs is None:
+            raise ConfigError(f"{self._where()}: kind 'xcpng' needs an xcpng = {{ url = …, "
+                              f"password_env = …, vm_uuid = … }} table, found none")
+        self.xapi = XapiClient.from_settings(xs, log=self.log, where=self._where())
+        self.vm = BuildVM(self.xapi, xs, guest_name=g.name, source_file=self.settings.source_file,
+                          log=self.log)
+        self.vm.find()
+        self.facts["vm_uuid"] = self.vm.uuid or ""
+        self.facts["vm_name_label"] = self.vm.name_label or ""
+        address = self.vm.prepare(g.host, g.port or 22, ssh_timeout=min(g.connect_timeout, 5.0))
+        return self._ssh(address)
+
+    def _poweroff_over_ssh(self) -> None:
+        """``shutdown -p now`` on the guest, on a fresh connection that is never retried."""
+        g = self.guest
+        address = self.vm.address if self.vm is not None else None
+        if not address or g.known_hosts is None:
+            raise ConfigError(f"{self._where()}: no address known to reach the guest over SSH")
+        t = SshTransport(
+            host=address, port=g.port or 22, user=g.user or "root", known_hosts=g.known_hosts,
+            private_key=g.private_key, passphrase_env=g.passphrase_env, password_env=g.password_env,
+            connect_timeout=min(g.connect_timeout, 10.0), keepalive=0, io_timeout=15.0, retries=0)
+        try:
+            t.connect()
+            res = t.run(["shutdown", "-p", "now"], timeout=15.0)
+            if not res.ok:
+                self.log(f"`shutdown -p now` on {t.description} exited {res.status}: "
+                         f"{res.stderr.decode(errors='replace').strip()[:200]}")
+        except FruixError as exc:
+            # the guest dropping the connection while it powers off is the expected outcome
+            self.log(f"`shutdown -p now` on {t.description}: {exc}")
+        finally:
+            t.close()
+
     def require_devenv(self) -> DevEnvReport:
         """Check the guest once per session; raise naming every missing piece."""
         if self._devenv is None:
@@ -77,6 +146,28 @@ class GuestSession:
         return self._devenv
 
     def close(self, failed: bool = False) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        """Close the transport; for ``xcpng`` apply the after-run policy (once) and log out.
+
+        ``failed`` only changes what is logged: the policy is the same after a
+        failed run.  A policy that cannot be applied raises HypervisorError
+        after the transport is closed and the XAPI sessions are logged out.
+        """
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+            error: BaseException | None = None
+            try:
+                if self.vm is not None and not self._closed_vm:
+                    self._closed_vm = True
+                    if self.vm.ref is not None:
+                        self.vm.apply_after(self._poweroff_over_ssh, failed=failed or self._open_error is not None)
+            except BaseException as exc:  # noqa: BLE001 - re-raised after the logout below
+                error = exc
+                if isinstance(exc, FruixError):
+                    self.log(f"xcpng: after-run policy failed: {exc}")
+            finally:
+                if self.xapi is not None:
+                    self.xapi.close()
+            if error is not None:
+                raise error

@@ -171,3 +171,24 @@ def test_symlinked_stage_escaping_the_build_root_is_refused(tmp_path):
     message = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.error.to_string()
     assert "refused to delete" in message and "symlink" in message
     assert (outside / "keep.txt").read_text() == "keep"
+
+
+def test_store_gc_cli_keeps_what_the_latest_materializations_reference(tmp_path, monkeypatch, capsys):
+    from fruix_dagster import cli
+
+    lb = make_local_build(tmp_path, store={"root": str(tmp_path / "store"), "keep": 1})
+    assert lb.run().success
+    # a second, different kernel: the old kernel entry is no longer referenced nor among the newest 1
+    lb.rewrite(store={"root": str(tmp_path / "store"), "keep": 1},
+               targets=[{"name": "amd64", "guest": "local", "kernconf": "MINIMAL"}])
+    assert lb.run(select=["kernel_build", "kernel_stage"]).success
+    kernels = sorted((tmp_path / "store").glob("*-kernel_stage-amd64"))
+    assert len(kernels) == 1, "automatic gc after the run keeps only the newest (referenced) kernel"
+    monkeypatch.setenv("DAGSTER_HOME", lb.instance.root_directory)
+    monkeypatch.setenv("FRUIX_CONFIG", str(lb.settings_path))
+    assert cli.main(["store", "gc", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove 0 entries" in out
+    referenced = {latest(lb.instance, a, "amd64").metadata["path"]
+                  for a in ("world_stage", "kernel_stage", "headers_slice", "bootloader_slice")}
+    assert all(Path(p).is_dir() for p in referenced)

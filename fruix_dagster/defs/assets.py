@@ -20,7 +20,7 @@ import dagster as dg
 from fruix_dagster.build.make import BuildPlan, plan_build
 from fruix_dagster.build.markers import Marker
 from fruix_dagster.build.run import Limits, StepOutcome, run_step
-from fruix_dagster.defs.records import Recorded, referenced_paths, require
+from fruix_dagster.defs.records import Recorded, require
 from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.errors import FruixError
 from fruix_dagster.fruix.devenv import check_development_environment
@@ -61,6 +61,7 @@ class BuildRun:
     """Everything one asset step needs: settings, target, guest session, plan."""
 
     context: dg.AssetExecutionContext
+    fruix: FruixResource
     options: BuildOptions
     settings: Settings
     target: Target
@@ -71,7 +72,7 @@ class BuildRun:
            options: BuildOptions | None = None) -> "BuildRun":
         settings = fruix.settings()
         target = settings.target(context.partition_key)
-        return cls(context, options or BuildOptions(), settings, target,
+        return cls(context, fruix, options or BuildOptions(), settings, target,
                    fruix.session(target.name, context.log))
 
     def recorded(self, asset: str) -> Recorded:
@@ -155,9 +156,7 @@ class BuildRun:
             )
             for required in REQUIRED_FILES.get(asset, ())
         ]
-        removed = self.store.gc(referenced_paths(self.context.instance, self.settings.target_names))
-        if removed:
-            self.context.log.info(f"store gc: removed {len(removed)} old entries")
+        self.fruix.note_published()
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(stored.digest),
                                     check_results=checks)
 

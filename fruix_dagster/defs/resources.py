@@ -7,7 +7,9 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from fruix_dagster.defs.records import referenced_paths
 from fruix_dagster.session import GuestSession
+from fruix_dagster.store import ArtifactStore
 from fruix_dagster.settings import Settings, load_settings
 
 
@@ -33,6 +35,7 @@ class FruixResource(dg.ConfigurableResource):
 
     _settings: Settings | None = PrivateAttr(default=None)
     _sessions: dict[str, GuestSession] = PrivateAttr(default_factory=dict)
+    _published: bool = PrivateAttr(default=False)
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -47,7 +50,17 @@ class FruixResource(dg.ConfigurableResource):
             self._sessions[guest.name] = GuestSession(settings, guest, info)
         return self._sessions[guest.name]
 
+    def note_published(self) -> None:
+        self._published = True
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         sessions, self._sessions = self._sessions, {}
         for session in sessions.values():
             session.close()
+        if self._published and context.instance is not None:
+            self._published = False
+            settings = self.settings()
+            store = ArtifactStore(settings.store.root, settings.store.keep)
+            removed = store.gc(referenced_paths(context.instance, settings.target_names))
+            if removed and context.log is not None:
+                context.log.info(f"store gc: removed {len(removed)} entries no longer kept")

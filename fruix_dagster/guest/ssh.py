@@ -295,25 +295,35 @@ class SshTransport(Transport):
 
 
 class _ChannelReader:
-    """``read(n)`` over a channel, receiving at least the window size per call."""
+    """``read(n)`` over a channel, receiving at least the window size per call.
+
+    paramiko's ``recv(n)`` with n smaller than what it has buffered copies the
+    backlog on every call; so we always ask for the whole window and hand it
+    out in slices of a memoryview (one copy per byte).
+    """
 
     def __init__(self, chan: paramiko.Channel, owner: SshTransport):
         self.chan = chan
         self.owner = owner
-        self._buf = b""
+        self._buf = memoryview(b"")
         self._eof = False
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            parts = [self._buf]
-            self._buf = b""
+            parts = [bytes(self._buf)]
+            self._buf = memoryview(b"")
             while chunk := self._recv():
                 parts.append(chunk)
             return b"".join(parts)
-        while not self._buf and not self._eof:
-            self._buf = self._recv()
+        if not self._buf:
+            if self._eof:
+                return b""
+            data = self._recv()
+            if len(data) <= n:
+                return data
+            self._buf = memoryview(data)
         data, self._buf = self._buf[:n], self._buf[n:]
-        return data
+        return bytes(data)
 
     def _recv(self) -> bytes:
         if self._eof:
@@ -326,7 +336,6 @@ class _ChannelReader:
                 f"{self.owner.io_timeout:g} s; the guest seems frozen") from exc
         if not data:
             self._eof = True
-            if self.chan.exit_status == -1 and not self.chan.status_event.is_set() and (
-                    self.owner._t is None or not self.owner._t.is_active()):
+            if self.chan.exit_status == -1 and self.owner._t is not None and not self.owner._t.is_active():
                 raise TransportError(f"{self.owner.description}: the connection was lost mid-stream")
         return data
