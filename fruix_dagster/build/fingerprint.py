@@ -10,12 +10,12 @@ from typing import Any
 #: bump when the way steps are run changes what they produce
 BUILD_CODE_VERSION = "1"
 
-_JOBS = re.compile(r"^-j\d*$")
+_NO_OUTPUT_EFFECT = re.compile(r"^(-j\d*|KERNFAST=.*)$")
 
 
 def output_argv(argv: tuple[str, ...]) -> list[str]:
-    """argv without what cannot change the output (``-jN``)."""
-    return [a for a in argv if not _JOBS.match(a)]
+    """argv without what cannot change the output (``-jN``, ``KERNFAST=``)."""
+    return [a for a in argv if not _NO_OUTPUT_EFFECT.match(a)]
 
 
 def fingerprint(**parts: Any) -> str:

@@ -85,10 +85,14 @@ def plan_build(
     kernconf: str,
     make_vars: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     clean: bool = False,
+    kernfast: bool = False,
 ) -> BuildPlan:
     """All five steps with their fingerprints chained along the dependencies.
 
     ``make_vars`` maps a step name to its extra ``NAME=value`` pairs.
+    ``kernfast`` adds ``KERNFAST=yes`` to an incremental buildkernel (the
+    caller decides: only when the kernel config is unchanged since the last
+    kernel build in this build root); it is not part of the fingerprint.
     """
     extra = make_vars or {}
     root = check_build_root(build_root)
@@ -102,7 +106,7 @@ def plan_build(
     argvs: dict[str, list[str]] = {
         "buildworld": [*env, f"-j{jobs}", *common, *v["buildworld"], *incremental, "buildworld"],
         "buildkernel": [*env, f"-j{jobs}", *common, *kernel, *v["buildkernel"], *incremental,
-                        "buildkernel"],
+                        *(["KERNFAST=yes"] if kernfast and not clean else []), "buildkernel"],
         "installworld": [*env, *common, *world_destdir, *v["installworld"], "installworld"],
         "distribution": [*env, *common, *world_destdir, *v["distribution"], "distribution"],
         "installkernel": [*env, *common, *kernel, *kernel_destdir, *v["installkernel"],

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from fruix_dagster.build.make import MakeStep
-from fruix_dagster.build.markers import LogScanner, Marker, stage_durations
+from fruix_dagster.build.markers import LogScanner, Marker, classify, stage_durations
 from fruix_dagster.errors import BuildError, StepTimeout
 from fruix_dagster.guest.detached import DetachedSteps, Launch
 
@@ -20,6 +20,8 @@ class StepOutcome:
     duration_s: float
     stage_seconds: dict[str, int] = field(default_factory=dict)
     log_bytes: int = 0
+    #: seconds from the step's start to each '>>> ' marker (first occurrence)
+    marker_offsets: dict[str, int] = field(default_factory=dict)
 
     @property
     def ran_make(self) -> bool:
@@ -68,8 +70,12 @@ def run_step(
     started, finished = steps.read_times(launch.step_dir)
     duration = float(finished - started) if started is not None and finished is not None else 0.0
     marks = steps.read_markers(launch.step_dir)
+    offsets: dict[str, int] = {}
+    for ts, text in marks:
+        if started is not None:
+            offsets.setdefault(classify(text).label, ts - started)
     outcome = StepOutcome(step, launch, status.exit_status if status.exit_status is not None else -1,
-                          duration, stage_durations(marks, finished), offset)
+                          duration, stage_durations(marks, finished), offset, offsets)
     if status.state == "vanished" or outcome.exit_status != 0:
         if not scanner.bytes_seen:
             _, data = steps.poll(launch.step_dir, max(0, status.log_size - (256 << 10)), 256 << 10)

@@ -12,6 +12,7 @@ refuses to build on an upstream that no longer matches the current settings.
 
 
 import re
+import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -20,12 +21,13 @@ import dagster as dg
 from fruix_dagster.build.make import BuildPlan, plan_build
 from fruix_dagster.build.markers import Marker
 from fruix_dagster.build.run import Limits, StepOutcome, run_step
-from fruix_dagster.defs.records import Recorded, require
+from fruix_dagster.defs.records import Recorded, latest, recent, require
 from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.errors import FruixError
 from fruix_dagster.fruix.devenv import check_development_environment
 from fruix_dagster.fruix.source import source_from_path
 from fruix_dagster.guest.fence import remove_tree
+from fruix_dagster.guest.hashing import guest_sha256
 from fruix_dagster.session import GuestSession
 from fruix_dagster.settings import Settings, Target
 from fruix_dagster.store import ArtifactStore, StoredTree
@@ -78,7 +80,7 @@ class BuildRun:
     def recorded(self, asset: str) -> Recorded:
         return require(self.context.instance, asset, self.target.name, self.context.asset_key.to_user_string())
 
-    def plan(self) -> BuildPlan:
+    def plan(self, kernfast: bool = False) -> BuildPlan:
         src = self.recorded("freebsd_source").metadata
         b = self.settings.build
         return plan_build(
@@ -89,6 +91,7 @@ class BuildRun:
             make_vars={name: b.make_vars_for(name) for name in
                        ("buildworld", "buildkernel", "installworld", "distribution", "installkernel")},
             clean=b.clean or self.options.clean,
+            kernfast=kernfast,
         )
 
     def expect_upstream(self, asset: str, expected_fingerprint: str) -> None:
@@ -101,19 +104,40 @@ class BuildRun:
                 f"{expected_fingerprint[:16]}), found {str(found)[:16]}; materialize {asset} "
                 f"for {self.target.name!r} first")
 
-    def run(self, step_name: str, plan: BuildPlan) -> StepOutcome:
+    def run(self, step_name: str, plan: BuildPlan, history_asset: str | None = None) -> StepOutcome:
+        """Run one make step; with ``history_asset``, log the ETA from its past builds."""
         b = self.settings.build
         log = self.context.log
         self.session.require_devenv()
+        eta = Eta.from_history(self.context.instance, history_asset, self.target.name) \
+            if history_asset else Eta()
+        if eta.total is not None:
+            log.info(f"{step_name}: expected to take about {eta.total:.0f} s "
+                     f"(median of the last {eta.samples} builds of {self.target.name})")
 
         def marker(m: Marker, elapsed: int | None) -> None:
-            log.info(m.text if elapsed is None else f"{m.text}   [{elapsed} s]")
+            log.info(f"{m.text}   [{eta.describe(m.label, elapsed)}]" if elapsed is not None else m.text)
 
+        limit = b.timeout_hours * 3600
         return run_step(
             self.session.steps, plan.steps[step_name],
-            limits=Limits(timeout_s=b.timeout_hours * 3600, silent_s=b.silent_timeout_minutes * 60),
-            on_marker=marker, on_info=log.info, force=self.options.force,
+            limits=Limits(timeout_s=limit, silent_s=b.silent_timeout_minutes * 60),
+            on_marker=marker, on_info=log.info, force=self.options.force, busy_wait=limit,
         )
+
+    def reusable_record(self, asset: str, **expected: Any) -> Recorded | None:
+        """The latest materialization of asset for this target if it recorded exactly
+        ``expected`` and its stored tree is still in the store (else None)."""
+        if self.options.force:
+            return None
+        rec = latest(self.context.instance, asset, self.target.name)
+        if rec is None or any(rec.metadata.get(k) != v for k, v in expected.items()):
+            return None
+        try:
+            self.store.open(str(rec.metadata.get("path")))
+        except FruixError:
+            return None
+        return rec
 
     @property
     def store(self) -> ArtifactStore:
@@ -127,6 +151,18 @@ class BuildRun:
             f"({stored.manifest.file_count} files, {stored.manifest.total_size} bytes"
             f"{', identical tree already stored' if stored.reused else ''})")
         return stored
+
+    def collect_or_reuse(self, guest_dir: str, asset: str, outcomes: list[StepOutcome]
+                         ) -> tuple[StoredTree, int | None]:
+        """Collect the stage, unless no make step ran and the store already holds
+        the tree the last materialization recorded for exactly this step."""
+        fingerprint = outcomes[-1].step.fingerprint
+        if not any(o.ran_make for o in outcomes):
+            rec = self.reusable_record(asset, step_fingerprint=fingerprint, guest_path=guest_dir)
+            if rec is not None:
+                self.context.log.info(f"{asset}: no make step ran; reusing stored {rec.metadata['path']}")
+                return self.store.open(str(rec.metadata["path"])), rec.metadata.get("build_root_size_bytes")
+        return self.collect(guest_dir, asset), None
 
     def build_root_bytes(self) -> int:
         res = self.session.transport.run(["du", "-sk", self.settings.build.build_root])
@@ -175,7 +211,39 @@ def _build_meta(run: BuildRun, outcome: StepOutcome) -> dict[str, Any]:
         "step_fingerprint": outcome.step.fingerprint,
         "step_action": outcome.launch.action,
         "stage_seconds": dg.MetadataValue.json(outcome.stage_seconds),
+        "marker_offsets": dg.MetadataValue.json(outcome.marker_offsets),
     }
+
+
+@dataclass
+class Eta:
+    """Expected step duration and marker times: medians of up to 5 earlier builds that ran make."""
+
+    total: float | None = None
+    offsets: dict[str, float] | None = None
+    samples: int = 0
+
+    @classmethod
+    def from_history(cls, instance: dg.DagsterInstance, asset: str, target: str) -> "Eta":
+        durations, offsets = [], {}
+        for rec in recent(instance, asset, target, limit=25):
+            if rec.metadata.get("step_action") not in ("started", "attached"):
+                continue
+            durations.append(float(rec.metadata.get("duration_s", 0.0)))
+            for label, secs in (rec.metadata.get("marker_offsets") or {}).items():
+                offsets.setdefault(label, []).append(float(secs))
+            if len(durations) == 5:
+                break
+        if not durations:
+            return cls()
+        return cls(statistics.median(durations),
+                   {k: statistics.median(v) for k, v in offsets.items()}, len(durations))
+
+    def describe(self, label: str, elapsed: int) -> str:
+        expected = (self.offsets or {}).get(label)
+        if expected is None:
+            return f"{elapsed} s"
+        return f"{elapsed} s, expected {expected:.0f} s ({elapsed - expected:+.0f} s)"
 
 
 def _checks(asset: str) -> list[dg.AssetCheckSpec]:
@@ -225,7 +293,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
                     build_options: BuildOptions) -> dg.MaterializeResult:
         run = BuildRun.of(context, fruix, build_options)
         plan = run.plan()
-        outcome = run.run("buildworld", plan)
+        outcome = run.run("buildworld", plan, history_asset="world_build")
         return dg.MaterializeResult(metadata=_build_meta(run, outcome),
                                     data_version=dg.DataVersion(outcome.step.fingerprint))
 
@@ -236,8 +304,18 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
         run = BuildRun.of(context, fruix, build_options)
         plan = run.plan()
         run.expect_upstream("world_build", plan.steps["buildworld"].fingerprint)
-        outcome = run.run("buildkernel", plan)
-        meta = {**_build_meta(run, outcome), "kernconf": run.target.kernconf}
+        conf_path = f"sys/{run.target.target}/conf/{run.target.kernconf}"
+        conf_sha = guest_sha256(run.session.transport, plan.source_root, [conf_path]).get(conf_path, "")
+        last = latest(context.instance, "kernel_build", run.target.name)
+        kernfast = bool(last and conf_sha and last.metadata.get("kernconf") == run.target.kernconf
+                        and last.metadata.get("kernconf_sha256") == conf_sha
+                        and last.metadata.get("build_root") == plan.build_root)
+        if kernfast:
+            plan = run.plan(kernfast=True)
+            context.log.info(f"kernel config {conf_path} unchanged since the last kernel build: KERNFAST=yes")
+        outcome = run.run("buildkernel", plan, history_asset="kernel_build")
+        meta = {**_build_meta(run, outcome), "kernconf": run.target.kernconf,
+                "kernconf_sha256": conf_sha, "kernfast": kernfast, "build_root": plan.build_root}
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(outcome.step.fingerprint))
 
     @dg.asset(deps=[world_build], code_version=CODE_VERSIONS["world_stage"], **common,
@@ -252,12 +330,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
             remove_tree(run.session.transport, plan.build_root, plan.world_stage)
         install = run.run("installworld", plan)
         dist = run.run("distribution", plan)
-        stored = run.collect(plan.world_stage, "world_stage")
+        stored, root_bytes = run.collect_or_reuse(plan.world_stage, "world_stage", [install, dist])
         extra = {"step_fingerprint": dist.step.fingerprint,
                  "duration_s": install.duration_s + dist.duration_s,
                  "make_command": f"{install.step.command}\n{dist.step.command}",
                  "guest_path": plan.world_stage, "guest": run.session.guest.name,
-                 "build_root_size_bytes": run.build_root_bytes()}
+                 "build_root_size_bytes": root_bytes if root_bytes is not None else run.build_root_bytes()}
         return run.tree_result(stored, "world_stage", extra)
 
     @dg.asset(deps=[kernel_build], code_version=CODE_VERSIONS["kernel_stage"], **common,
@@ -272,10 +350,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
         if run.options.force or not steps.reusable(plan.steps["installkernel"].spec):
             remove_tree(run.session.transport, plan.build_root, plan.kernel_stage)
         install = run.run("installkernel", plan)
-        stored = run.collect(plan.kernel_stage, "kernel_stage")
+        stored, root_bytes = run.collect_or_reuse(plan.kernel_stage, "kernel_stage", [install])
         extra = {"step_fingerprint": install.step.fingerprint, "duration_s": install.duration_s,
                  "make_command": install.step.command, "guest_path": plan.kernel_stage,
-                 "guest": run.session.guest.name, "build_root_size_bytes": run.build_root_bytes()}
+                 "guest": run.session.guest.name,
+                 "build_root_size_bytes": root_bytes if root_bytes is not None else run.build_root_bytes()}
         return run.tree_result(stored, "kernel_stage", extra)
 
     def slice_asset(name: str, slice_key: str, description: str) -> dg.AssetsDefinition:
@@ -285,8 +364,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
             run = BuildRun.of(context, fruix)
             stage = run.recorded("world_stage").metadata
             globs = getattr(run.settings.slices, slice_key)
-            stored = run.store.carve(str(stage["path"]), globs, asset=name, target=run.target.name)
             extra = {"globs": ", ".join(globs), "from_world_stage": stage["tree_sha256"]}
+            rec = run.reusable_record(name, **extra)
+            if rec is not None:
+                context.log.info(f"{name}: same world stage and globs as before; reusing {rec.metadata['path']}")
+                stored = run.store.open(str(rec.metadata["path"]))
+            else:
+                stored = run.store.carve(str(stage["path"]), globs, asset=name, target=run.target.name)
             return run.tree_result(stored, name, extra)
 
         return _slice

@@ -25,18 +25,24 @@ def _value(v: Any) -> Any:
     return getattr(v, "value", v)
 
 
-def latest(instance: dg.DagsterInstance, asset: str, partition: str) -> Recorded | None:
+def recent(instance: dg.DagsterInstance, asset: str, partition: str, limit: int) -> list[Recorded]:
+    """The newest ``limit`` materializations of asset for partition, newest first."""
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1)
-    if not result.records:
-        return None
-    record = result.records[0]
-    mat = record.asset_materialization
-    assert mat is not None
-    meta = {k: _value(v) for k, v in mat.metadata.items()}
-    tags = mat.tags or {}
-    return Recorded(asset, partition, record.run_id, record.storage_id, record.timestamp, meta,
-                    tags.get("dagster/data_version"))
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=limit)
+    out = []
+    for record in result.records:
+        mat = record.asset_materialization
+        assert mat is not None
+        meta = {k: _value(v) for k, v in mat.metadata.items()}
+        tags = mat.tags or {}
+        out.append(Recorded(asset, partition, record.run_id, record.storage_id, record.timestamp, meta,
+                            tags.get("dagster/data_version")))
+    return out
+
+
+def latest(instance: dg.DagsterInstance, asset: str, partition: str) -> Recorded | None:
+    found = recent(instance, asset, partition, 1)
+    return found[0] if found else None
 
 
 def require(instance: dg.DagsterInstance, asset: str, partition: str, needed_by: str) -> Recorded:

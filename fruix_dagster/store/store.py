@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from fruix_dagster.errors import FruixError, StoreError
+from fruix_dagster.guest.hashing import guest_sha256
 from fruix_dagster.guest.transport import Transport
 from fruix_dagster.store.mtree import render_mtree
 from fruix_dagster.store.writer import DirectoryWriter
@@ -40,18 +41,6 @@ _ENTRY = re.compile(r"^(?P<digest>[0-9a-f]{64})-(?P<asset>[a-z_]+)-(?P<target>[A
 _TMP = re.compile(r"^\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
 #: head room kept free beyond the tree itself (metadata, manifests, fs overhead)
 MARGIN_BYTES = 64 << 20
-
-# $1 dir, rest: relative key files.  Prints "<sha256> <path>" per existing file.
-_GUEST_SHA = r'''
-dir=$1; shift
-for f in "$@"; do
-  [ -f "$dir/$f" ] || continue
-  if command -v sha256 >/dev/null 2>&1; then h=$(sha256 -q "$dir/$f") || exit 1
-  else h=$(sha256sum < "$dir/$f") || exit 1; h=${h%% *}; fi
-  printf '%s %s\n' "$h" "$f"
-done
-'''
-
 
 @dataclass(frozen=True)
 class StoredTree:
@@ -142,6 +131,12 @@ class ArtifactStore:
                 f"got {tree_path}; it may have been garbage-collected — re-materialize its asset")
         return entry
 
+    def open(self, tree_path: str | os.PathLike) -> StoredTree:
+        """An existing entry, by its tree path (raises StoreError if it is gone or damaged)."""
+        entry = self.entry_of(tree_path)
+        manifest = self.load_manifest(entry)
+        return StoredTree(entry, manifest, manifest.digest(), reused=True)
+
     def load_manifest(self, entry: Path) -> Manifest:
         m = _ENTRY.match(entry.name)
         manifest = Manifest.from_jsonl((entry / "manifest.jsonl").read_bytes())
@@ -169,7 +164,7 @@ class ArtifactStore:
         words = du.stdout.split()
         need = int(words[0]) * 1024 if words and words[0].isdigit() else 0
         self._check_space(need, what)
-        guest_hashes = self.guest_key_hashes(transport, guest_dir, key_files)
+        guest_hashes = guest_sha256(transport, guest_dir, key_files)
         tmp = self._tmpdir()
         try:
             (tmp / "tree").mkdir()
@@ -193,18 +188,6 @@ class ArtifactStore:
         except BaseException:
             remove_entry(tmp)
             raise
-
-    @staticmethod
-    def guest_key_hashes(transport: Transport, guest_dir: str, key_files: Sequence[str]) -> dict[str, str]:
-        if not key_files:
-            return {}
-        res = transport.sh(_GUEST_SHA, guest_dir, *key_files).check(
-            f"hashing key files in {guest_dir}")
-        out = {}
-        for line in res.stdout.decode("utf-8", "replace").splitlines():
-            digest, _, path = line.partition(" ")
-            out[path] = digest
-        return out
 
     def carve(self, source_tree: str | os.PathLike, globs: Iterable[str], *, asset: str,
               target: str) -> StoredTree:
