@@ -327,6 +327,8 @@ class BuildVM:
         """Make the VM Running: start, unpause, resume or reuse. Returns the action taken."""
         backoff = _Backoff(self.retry_first)
         action: str | None = None
+        last: XapiCallError | None = None
+        op_verb = "start"
         t0 = time.monotonic()
         while True:
             state = self.power_state()
@@ -337,7 +339,14 @@ class BuildVM:
                 else:
                     self.log(f"xcpng: {self.label} {action} in {time.monotonic() - t0:.1f} s")
                 return self.action
+            if action is not None:
+                raise HypervisorError(
+                    f"{self.label}: XAPI reported it {action}, but it is {state} again right after; "
+                    f"expected it Running — check the VM's console in XO/XCP-ng Center (does the "
+                    f"guest crash or power itself off while booting?)")
             if time.monotonic() >= deadline:
+                if last is not None:
+                    self._retry_or_raise(last, op_verb, deadline, backoff, limit)  # raises at the deadline
                 raise HypervisorError(
                     f"{self.label}: expected it Running within {limit}, found it {state}; check the VM's "
                     f"console in XO/XCP-ng Center")
@@ -350,14 +359,16 @@ class BuildVM:
                 raise HypervisorError(
                     f"{self.label}: expected a power state of Halted, Paused, Suspended or Running, "
                     f"found {state!r}; check the VM on the pool")
-            self.log(f"xcpng: {self.label} is {state}: {op.split('.')[1]}")
+            op_verb = op.split(".")[1]
+            self.log(f"xcpng: {self.label} is {state}: {op_verb}")
             try:
                 self.client.run_task(op, self.ref, *args, timeout=max(1.0, deadline - time.monotonic()),
-                                     what=f"{op.split('.')[1]} {self.label}")
-                self.operations.append(op.split(".")[1])
+                                     what=f"{op_verb} {self.label}")
+                self.operations.append(op_verb)
                 action = verb
             except XapiCallError as exc:
-                self._retry_or_raise(exc, op.split(".")[1], deadline, backoff, limit)
+                last = exc
+                self._retry_or_raise(exc, op_verb, deadline, backoff, limit)
             except XapiTimeout as exc:
                 raise HypervisorError(
                     f"{self.label}: {op} did not finish within {limit} ({exc}); check the VM's console "
