@@ -58,7 +58,7 @@ def xcpng_guest_table(guest, vm: FakeVM, server: FakeXapiServer, *, listener: st
     if listener == "https":
         x["ca_file"] = str(server.ca_file)
     x.update(xcpng)
-    g["xcpng"] = x
+    g["xcpng"] = {k: v for k, v in x.items() if v is not None}
     return g
 
 
