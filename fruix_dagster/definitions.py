@@ -7,6 +7,7 @@ import dagster as dg
 from fruix_dagster.defs.assets import build_assets
 from fruix_dagster.defs.jobs import build_job
 from fruix_dagster.defs.resources import BuildOptions, FruixResource
+from fruix_dagster.defs.schedules import nightly_schedule, source_change_sensor
 from fruix_dagster.settings import EMBEDDED_SOURCE, Settings, load_settings
 
 
@@ -16,6 +17,8 @@ def make_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(partitions),
         jobs=[build_job(settings, partitions)],
+        schedules=[nightly_schedule(settings)],
+        sensors=[source_change_sensor(settings)],
         resources={"fruix": FruixResource(config_file=config_file), "build_options": BuildOptions()},
         executor=dg.in_process_executor,
     )

@@ -10,9 +10,14 @@ BUILD_JOB = "build_target"
 GUEST_TAG = "fruix/guest"
 
 
+def run_tags(settings: Settings, target: str) -> dict[str, str]:
+    """Tags of every run of a target; the run queue allows one run per fruix/guest value."""
+    return {GUEST_TAG: settings.guest_for(target).name, "fruix/target": target}
+
+
 def build_job(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
     def tags(partition_key: str) -> dict[str, str]:
-        return {GUEST_TAG: settings.guest_for(partition_key).name, "fruix/target": partition_key}
+        return run_tags(settings, partition_key)
 
     return dg.define_asset_job(
         BUILD_JOB,

@@ -88,7 +88,7 @@ date +%s > "$d/started"
 {
   if cd "$cwd"; then "$@" </dev/null; echo $? > "$d/rc"; else echo 126 > "$d/rc"; fi
 } 2>&1 | awk -v m="$d/markers" '
-  { print }
+  { print; fflush() }
   /^>>> / { srand(); t = srand(); print t, $0 > m; fflush(m) }
 ' > "$d/log"
 date +%s > "$d/finished"

@@ -1,0 +1,86 @@
+"""The nightly schedule and the source-change sensor: one run per target."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from fruix_dagster.defs.jobs import BUILD_JOB, run_tags
+from fruix_dagster.defs.records import latest
+from fruix_dagster.errors import FruixError
+from fruix_dagster.session import GuestSession
+from fruix_dagster.settings import Settings
+
+SCHEDULE = "nightly_build"
+SENSOR = "source_change_sensor"
+
+
+def nightly_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    s = settings.schedule
+
+    @dg.schedule(
+        name=SCHEDULE,
+        cron_schedule=s.cron,
+        execution_timezone=s.timezone,
+        job_name=BUILD_JOB,
+        default_status=dg.DefaultScheduleStatus.RUNNING if s.enabled else dg.DefaultScheduleStatus.STOPPED,
+        description="Every target, one run each, on its own guest; unchanged sources run no make step.",
+    )
+    def _nightly(context: dg.ScheduleEvaluationContext):
+        stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M") \
+            if context.scheduled_execution_time else "manual"
+        return [
+            dg.RunRequest(run_key=f"{target}:{stamp}", partition_key=target,
+                          tags={**run_tags(settings, target), "fruix/trigger": "nightly"})
+            for target in settings.target_names
+        ]
+
+    return _nightly
+
+
+def current_source_hash(settings: Settings, target: str) -> str:
+    """What freebsd_source would record now, read from the guest."""
+    from fruix_dagster.fruix.source import source_from_path
+    from fruix_dagster.fruix.store_layout import source_from_metadata
+
+    session = GuestSession(settings, settings.guest_for(target))
+    try:
+        if settings.source.from_ == "path":
+            assert settings.source.path is not None
+            return source_from_path(session.transport, settings.source.path).store_hash
+        return source_from_metadata(session.transport, settings.source).store_hash
+    finally:
+        session.close()
+
+
+def source_change_sensor(settings: Settings) -> dg.SensorDefinition:
+    s = settings.sensor
+
+    @dg.sensor(
+        name=SENSOR,
+        job_name=BUILD_JOB,
+        minimum_interval_seconds=s.interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING if s.enabled else dg.DefaultSensorStatus.STOPPED,
+        description="Polls each guest's declared source store; a changed store starts a run for its target.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        requests, skipped = [], []
+        for target in settings.target_names:
+            try:
+                now = current_source_hash(settings, target)
+            except FruixError as exc:
+                skipped.append(f"{target}: {str(exc).splitlines()[0]}")
+                continue
+            rec = latest(context.instance, "freebsd_source", target)
+            if rec is None or rec.metadata.get("store_hash") == now:
+                continue  # never built (the schedule or a person starts the first build) or unchanged
+            requests.append(dg.RunRequest(
+                run_key=f"{target}:{now}", partition_key=target,
+                tags={**run_tags(settings, target), "fruix/trigger": "source-change"}))
+        if skipped:
+            context.log.warning("unreachable or unreadable guests: " + "; ".join(skipped))
+        if not requests:
+            return dg.SkipReason("no target's source store changed"
+                                 + (f" ({len(skipped)} guests skipped)" if skipped else ""))
+        return requests
+
+    return _sensor

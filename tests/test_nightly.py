@@ -1,0 +1,116 @@
+"""Nightly builds: schedule, change detection, sensor, timeouts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from fruix_dagster.defs.records import latest
+from fruix_dagster.defs.schedules import SCHEDULE, SENSOR
+from tests.conftest import make_local_build, make_ssh_build
+from tests.support.sshguest import render_store_layout
+
+STEPS = ("buildworld", "buildkernel", "installworld", "distribution", "installkernel")
+
+
+def step_counts(root: Path) -> dict[str, int]:
+    counts = dict.fromkeys(STEPS, 0)
+    for d in (root / "steps").iterdir():
+        if d.name.endswith(".current"):
+            continue
+        name = d.name.rsplit("-", 1)[0]
+        counts[name] += (1 if (d / "started").exists() else 0) + len(list(d.glob("attempt-*/started")))
+    return counts
+
+
+def test_schedule_requests_one_run_per_target_with_guest_tags(tmp_path):
+    lb = make_local_build(tmp_path)
+    lb.rewrite(guests=[{"name": "g1", "kind": "local"}, {"name": "g2", "kind": "local"}],
+               targets=[{"name": "amd64", "guest": "g1"}, {"name": "arm64", "guest": "g2"}],
+               extra='[schedule]\ncron = "30 3 * * *"\ntimezone = "Europe/Berlin"\n')
+    defs = lb.defs()
+    schedule = defs.resolve_schedule_def(SCHEDULE)
+    assert schedule.cron_schedule == "30 3 * * *"
+    assert schedule.execution_timezone == "Europe/Berlin"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    at = dt.datetime(2026, 11, 28, 3, 30, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    with dg.build_schedule_context(scheduled_execution_time=at, instance=lb.instance,
+                                   repository_def=defs.get_repository_def()) as ctx:
+        requests = list(schedule.evaluate_tick(ctx).run_requests)
+    assert sorted(r.partition_key for r in requests) == ["amd64", "arm64"]
+    tags = {r.partition_key: r.tags for r in requests}
+    assert tags["amd64"]["fruix/guest"] == "g1" and tags["arm64"]["fruix/guest"] == "g2"
+    assert all(r.tags["fruix/trigger"] == "nightly" for r in requests)
+    assert len({r.run_key for r in requests}) == 2
+
+
+def test_only_what_changed_is_rebuilt(ssh_guest, tmp_path):
+    sb = make_ssh_build(tmp_path, ssh_guest)
+    root = sb.build_root
+    assert sb.run().success
+    assert step_counts(root) == dict.fromkeys(STEPS, 1)
+    paths = {a: latest(sb.instance, a, "amd64").metadata["path"]
+             for a in ("world_stage", "kernel_stage", "headers_slice", "bootloader_slice")}
+
+    # nothing changed: no make step, same data versions
+    assert sb.run().success
+    assert step_counts(root) == dict.fromkeys(STEPS, 1)
+    assert latest(sb.instance, "world_build", "amd64").metadata["step_action"] == "reused"
+
+    # kernconf changed: only the kernel steps
+    sb.rewrite(targets=[{"name": "amd64", "guest": "fruix-amd64", "kernconf": "MINIMAL"}])
+    assert sb.run().success
+    assert step_counts(root) == {**dict.fromkeys(STEPS, 1), "buildkernel": 2, "installkernel": 2}
+    assert latest(sb.instance, "kernel_stage", "amd64").metadata["path"] != paths["kernel_stage"]
+    assert latest(sb.instance, "world_stage", "amd64").metadata["path"] == paths["world_stage"]
+
+    # a slice spec changed: only that slice is carved again, no make step
+    sb.rewrite(targets=[{"name": "amd64", "guest": "fruix-amd64", "kernconf": "MINIMAL"}],
+               slices={"headers": ["usr/include/sys/**", "usr/share/mk/**"]})
+    assert sb.run().success
+    assert step_counts(root) == {**dict.fromkeys(STEPS, 1), "buildkernel": 2, "installkernel": 2}
+    assert latest(sb.instance, "headers_slice", "amd64").metadata["path"] != paths["headers_slice"]
+    assert latest(sb.instance, "bootloader_slice", "amd64").metadata["path"] == paths["bootloader_slice"]
+
+    # the guest's system now declares another source store: everything is rebuilt
+    new_hash = "ab" * 20
+    store = ssh_guest.add_source_store(new_hash)
+    ssh_guest.set_store_layout(render_store_layout([store]))
+    defs = sb.defs()
+    sensor = defs.resolve_sensor_def(SENSOR)
+    with dg.build_sensor_context(instance=sb.instance, definitions=defs) as ctx:
+        requests = list(sensor(ctx))
+    assert [r.partition_key for r in requests] == ["amd64"]
+    assert requests[0].tags["fruix/trigger"] == "source-change"
+    assert sb.run().success
+    assert latest(sb.instance, "freebsd_source", "amd64").metadata["store_hash"] == new_hash
+    assert step_counts(root) == {"buildworld": 2, "buildkernel": 3, "installworld": 2,
+                                 "distribution": 2, "installkernel": 3}
+    with dg.build_sensor_context(instance=sb.instance, definitions=defs) as ctx:
+        assert isinstance(sensor(ctx), dg.SkipReason)
+
+
+@pytest.mark.parametrize("limit", ["silence", "wall-clock"])
+def test_a_hung_step_is_stopped_within_the_limit(ssh_guest, tmp_path, limit):
+    build = {"jobs": 2, "min_free_gib": 0.5, "make_vars": {"SAMPLE_SLEEP": "600"}}
+    if limit == "silence":
+        build["silent_timeout_minutes"] = 0.1        # 6 s
+    else:
+        build["timeout_hours"] = 8 / 3600            # 8 s
+    sb = make_ssh_build(tmp_path, ssh_guest, build=build)
+    start = time.monotonic()
+    result = sb.run()
+    took = time.monotonic() - start
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert failure.step_key == "world_build"
+    message = failure.step_failure_data.error.to_string()
+    assert "timed out" in message and "last 40 lines" in message
+    assert ">>> stage 4.2: building libraries" in message  # the log tail
+    assert took < 8 + 30 + 10
+    leftovers = [p for p in ssh_guest.processes() if "sleep" in p[1] or "make" in p[1]]
+    assert leftovers == []
