@@ -436,7 +436,8 @@ def test_scripts_are_posix_sh_and_makefile_is_posix_make() -> None:
             assert gnuism not in text, (s, gnuism)
         assert not re.search(r"^\s*(function|source|local|declare|typeset)\s", text, re.M), s
     checkbashisms = shutil.which("checkbashisms")
-    if checkbashisms:  # devscripts; optional
+    assert checkbashisms, "checkbashisms (Debian devscripts) is installed by make test"
+    if checkbashisms:
         p = subprocess.run([checkbashisms, "-p", "-x", *map(str, scripts)], capture_output=True, text=True)
         assert p.returncode == 0, p.stdout + p.stderr
     makefile = (SAMPLE / "Makefile").read_text()

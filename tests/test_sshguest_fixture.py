@@ -25,7 +25,6 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
     from support.fixtures import ssh_guest, ssh_guest_factory  # noqa: F401
     from support.sshguest import DEFAULT_SOURCE_TREE, DEV_PROFILE, SshGuest, render_store_layout
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="SshGuest needs root")
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ Import them into a conftest (or a test module)::
     the source tree copied into the guests' store (default: the repository's
     ``fruix_dagster/sample_src``); override it in a conftest to use another.
 
-The guests need root; without it the fixtures skip the test.
+The guests need root (as ``make test`` runs here and in CI); without it the
+fixtures fail the test with that reason rather than skip it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .sshguest import DEFAULT_SOURCE_TREE, SshGuest
 
 def _require_root() -> None:
     if os.geteuid() != 0:
-        pytest.skip("SshGuest needs root (mount namespaces, bind mounts, overlayfs)")
+        pytest.fail("SshGuest needs root (mount namespaces, bind mounts, overlayfs); run the suite as root")
 
 
 @pytest.fixture
