@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster
 # Debian packages the test suite drives for real (bmake builds the sample
 # tree, bsdtar is the guest's tar, sshd is the test guest, mtree checks
 # manifests).
-TEST_DEBS := bmake libarchive-tools openssh-server mtree-netbsd dash devscripts
+TEST_DEBS := bmake libarchive-tools openssh-server mtree-netbsd dash devscripts chromium postgresql
 
 .PHONY: demo test install install-test test-deps dagster-home dev clean
 
