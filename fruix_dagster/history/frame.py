@@ -180,8 +180,8 @@ def history_frame(rows: Iterable[Mapping[str, Any]], *, key_files: Sequence[str]
         st["build_asset"] = st["asset"].map(BUILD_OF)
         joined = _lookup(st, "_build_ptr", bld, ["build_duration_s", "_source_ptr"],
                          by=["target", "build_asset"])
-        df.loc[stage_mask, "build_duration_s"] = joined["build_duration_s"].to_numpy()
-        df.loc[stage_mask, "_source_ptr"] = joined["_source_ptr"].to_numpy()
+        df.loc[stage_mask, "build_duration_s"] = pd.to_numeric(joined["build_duration_s"]).to_numpy("float64")
+        df.loc[stage_mask, "_source_ptr"] = pd.to_numeric(joined["_source_ptr"]).to_numpy("float64")
     # -- sources: through the build's pointer, else the latest source before the row
     joined = _lookup(df[["storage_id", "target", "_source_ptr"]], "_source_ptr", src,
                      ["source_store", "store_hash"], by=["target"])
