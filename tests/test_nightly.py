@@ -114,3 +114,34 @@ def test_a_hung_step_is_stopped_within_the_limit(ssh_guest, tmp_path, limit):
     assert took < 8 + 30 + 10
     leftovers = [p for p in ssh_guest.processes() if "sleep" in p[1] or "make" in p[1]]
     assert leftovers == []
+
+
+def tick(lb):
+    defs = lb.defs()
+    at = dt.datetime(2026, 11, 28, 2, 0, tzinfo=dt.timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=at, instance=lb.instance,
+                                   repository_def=defs.get_repository_def()) as ctx:
+        return list(defs.resolve_schedule_def(SCHEDULE).evaluate_tick(ctx).run_requests)
+
+
+def test_nightly_with_nothing_changed_only_rereads_the_source(tmp_path):
+    lb = make_local_build(tmp_path)
+    [first] = tick(lb)
+    assert first.asset_selection is None and first.tags["fruix/changed"] == "yes"
+    assert lb.run().success
+    before = step_counts(lb.build_root)
+    [noop] = tick(lb)
+    assert noop.asset_selection == [dg.AssetKey("freebsd_source")]
+    assert noop.tags["fruix/changed"] == "no"
+    job = lb.defs().resolve_job_def("build_target")
+    result = job.execute_in_process(instance=lb.instance, partition_key="amd64", tags=noop.tags,
+                                    asset_selection=noop.asset_selection)
+    assert result.success
+    assert step_counts(lb.build_root) == before
+    # the re-read source has the same data version, so nothing downstream becomes stale
+    from fruix_dagster.defs.records import recent
+    versions = [r.data_version for r in recent(lb.instance, "freebsd_source", "amd64", 2)]
+    assert len(versions) == 2 and versions[0] == versions[1] is not None
+    lb.rewrite(targets=[{"name": "amd64", "guest": "local", "kernconf": "MINIMAL"}])
+    [changed] = tick(lb)
+    assert changed.asset_selection is None and changed.tags["fruix/changed"] == "yes"

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import dagster as dg
 
-from fruix_dagster.build.make import BuildPlan, plan_build
+from fruix_dagster.build.make import BuildPlan
 from fruix_dagster.build.markers import Marker
 from fruix_dagster.build.run import Limits, StepOutcome, run_step
 from fruix_dagster.defs.records import Recorded, latest, recent, require
@@ -28,6 +28,7 @@ from fruix_dagster.fruix.devenv import check_development_environment
 from fruix_dagster.fruix.source import source_from_path
 from fruix_dagster.guest.fence import remove_tree
 from fruix_dagster.guest.hashing import guest_sha256
+from fruix_dagster.nightly import plan_for_target, slice_inputs
 from fruix_dagster.session import GuestSession
 from fruix_dagster.settings import Settings, Target
 from fruix_dagster.store import ArtifactStore, StoredTree
@@ -82,17 +83,9 @@ class BuildRun:
 
     def plan(self, kernfast: bool = False) -> BuildPlan:
         src = self.recorded("freebsd_source").metadata
-        b = self.settings.build
-        return plan_build(
-            build_root=b.build_root, make=b.make, jobs=b.jobs,
-            source_root=src["source_root"], source_hash=src["store_hash"],
-            target=self.target.target, target_arch=self.target.target_arch,
-            kernconf=self.target.kernconf,
-            make_vars={name: b.make_vars_for(name) for name in
-                       ("buildworld", "buildkernel", "installworld", "distribution", "installkernel")},
-            clean=b.clean or self.options.clean,
-            kernfast=kernfast,
-        )
+        return plan_for_target(self.settings, self.target.name, source_root=src["source_root"],
+                               source_hash=src["store_hash"], clean=self.options.clean,
+                               kernfast=kernfast)
 
     def expect_upstream(self, asset: str, expected_fingerprint: str) -> None:
         rec = self.recorded(asset)
@@ -364,7 +357,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
             run = BuildRun.of(context, fruix)
             stage = run.recorded("world_stage").metadata
             globs = getattr(run.settings.slices, slice_key)
-            extra = {"globs": ", ".join(globs), "from_world_stage": stage["tree_sha256"]}
+            extra = slice_inputs(run.settings, slice_key, stage["tree_sha256"])
             rec = run.reusable_record(name, **extra)
             if rec is not None:
                 context.log.info(f"{name}: same world stage and globs as before; reusing {rec.metadata['path']}")

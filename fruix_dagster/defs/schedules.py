@@ -7,10 +7,13 @@ import dagster as dg
 from fruix_dagster.defs.jobs import BUILD_JOB, run_tags
 from fruix_dagster.defs.records import latest
 from fruix_dagster.errors import FruixError
+from fruix_dagster.nightly import what_changed
 from fruix_dagster.session import GuestSession
 from fruix_dagster.settings import Settings
 
 SCHEDULE = "nightly_build"
+ASSETS = ("freebsd_source", "world_build", "kernel_build", "world_stage", "kernel_stage",
+          "headers_slice", "bootloader_slice")
 SENSOR = "source_change_sensor"
 
 
@@ -26,15 +29,42 @@ def nightly_schedule(settings: Settings) -> dg.ScheduleDefinition:
         description="Every target, one run each, on its own guest; unchanged sources run no make step.",
     )
     def _nightly(context: dg.ScheduleEvaluationContext):
-        stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M") \
-            if context.scheduled_execution_time else "manual"
-        return [
-            dg.RunRequest(run_key=f"{target}:{stamp}", partition_key=target,
-                          tags={**run_tags(settings, target), "fruix/trigger": "nightly"})
-            for target in settings.target_names
-        ]
+        stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+        requests = []
+        for target in settings.target_names:
+            reasons = nightly_reasons(settings, context.instance, target)
+            tags = {**run_tags(settings, target), "fruix/trigger": "nightly",
+                    "fruix/changed": "yes" if reasons else "no"}
+            if reasons:
+                context.log.info(f"{target}: full build: {'; '.join(reasons)}")
+                requests.append(dg.RunRequest(run_key=f"{target}:{stamp}", partition_key=target, tags=tags))
+            else:
+                context.log.info(f"{target}: nothing changed; re-reading freebsd_source only")
+                requests.append(dg.RunRequest(run_key=f"{target}:{stamp}", partition_key=target, tags=tags,
+                                              asset_selection=[dg.AssetKey("freebsd_source")]))
+        return requests
 
     return _nightly
+
+
+def nightly_reasons(settings: Settings, instance: dg.DagsterInstance, target: str) -> list[str]:
+    """Why the nightly run of target must build (empty: nothing changed).
+
+    A guest that cannot be asked cheaply (a VM that may be halted) or cannot
+    be reached gets a full run: the run itself boots it and reuses every
+    unchanged step.
+    """
+    if settings.guest_for(target).kind == "xcpng":
+        return ["xcpng guest: the run boots the VM and decides step by step"]
+    try:
+        now = current_source_hash(settings, target)
+    except FruixError as exc:
+        return [f"guest not readable now ({str(exc).splitlines()[0]})"]
+    recorded = {}
+    for asset in ASSETS:
+        rec = latest(instance, asset, target)
+        recorded[asset] = rec.metadata if rec else None
+    return what_changed(settings, target, now, recorded)
 
 
 def current_source_hash(settings: Settings, target: str) -> str:

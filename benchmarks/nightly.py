@@ -1,0 +1,193 @@
+"""Benchmarks for nightly builds: no-op nightly, kernel-only rebuild, two guests at once.
+
+  noop_nightly  full graph once; then the scheduled run again with nothing
+                changed, versus a run materializing one trivial asset in the
+                same instance (median of N each).  Target ratio ≤ 2.0; make
+                invocations in the no-op run must be 0.
+  kernel_only   change kernconf (GENERIC → MINIMAL): make invocations per step
+                (world steps must be 0) and wall time versus a full build.
+  two_guests    two targets on two SSH test guests (real sshd on loopback),
+                launched as one backfill through the run queue and the daemon,
+                versus one target alone.  Target ≤ 1.4 on 2 cores.
+
+Baselines run side by side in the same process and instance.  Needs root for
+the SSH test guests.  Usage: .venv/bin/python benchmarks/nightly.py [--runs 5] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import dagster as dg  # noqa: E402
+
+from fruix_dagster.defs.schedules import SCHEDULE  # noqa: E402
+from tests.conftest import make_local_build, make_ssh_build, write_settings  # noqa: E402
+from tests.support.sshguest import SshGuest  # noqa: E402
+
+STEPS = ("buildworld", "buildkernel", "installworld", "distribution", "installkernel")
+
+
+def make_counts(root: Path) -> dict[str, int]:
+    counts = dict.fromkeys(STEPS, 0)
+    steps = root / "steps"
+    for d in steps.iterdir() if steps.exists() else ():
+        if not d.is_dir():
+            continue
+        name = d.name.rsplit("-", 1)[0]
+        counts[name] += (1 if (d / "started").exists() else 0) + len(list(d.glob("attempt-*/started")))
+    return counts
+
+
+def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in STEPS}
+
+
+@dg.asset
+def trivial() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"ok": True})
+
+
+def scheduled_run(lb) -> tuple[float, float]:
+    """(schedule evaluation seconds, run seconds) of one nightly tick."""
+    defs = lb.defs()
+    schedule = defs.resolve_schedule_def(SCHEDULE)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = time.perf_counter()
+    with dg.build_schedule_context(instance=lb.instance, repository_def=defs.get_repository_def(),
+                                   scheduled_execution_time=now) as ctx:
+        requests = list(schedule.evaluate_tick(ctx).run_requests)
+    evaluated = time.perf_counter() - start
+    job = defs.resolve_job_def("build_target")
+    start = time.perf_counter()
+    for r in requests:
+        assert job.execute_in_process(instance=lb.instance, partition_key=r.partition_key, tags=r.tags,
+                                      asset_selection=r.asset_selection).success
+    return evaluated, time.perf_counter() - start
+
+
+def trivial_run(lb) -> float:
+    start = time.perf_counter()
+    assert dg.materialize([trivial], instance=lb.instance).success
+    return time.perf_counter() - start
+
+
+def noop_nightly(work: Path, runs: int) -> None:
+    lb = make_local_build(work / "noop")
+    assert lb.run().success
+    before = make_counts(lb.build_root)
+    noop, evals, base = [], [], []
+    for _ in range(runs):
+        evaluated, ran = scheduled_run(lb)
+        evals.append(evaluated)
+        noop.append(ran)
+        base.append(trivial_run(lb))
+    made = sum(diff(make_counts(lb.build_root), before).values())
+    m, b, e = statistics.median(noop), statistics.median(base), statistics.median(evals)
+    print(f"noop_nightly  no-op scheduled run {m:.2f}s (+ {e:.2f}s schedule evaluation)  one trivial asset "
+          f"{b:.2f}s  ratio {m / b:.2f} (target ≤ 2.0; with evaluation {(m + e) / b:.2f})  "
+          f"make invocations {made} (must be 0)  median of {runs}")
+
+
+def kernel_only(work: Path, runs: int) -> None:
+    lb = make_local_build(work / "kernel")
+    full, kern, counts = [], [], []
+    assert lb.run().success
+    for i in range(runs):
+        lb.rewrite(targets=[{"name": "amd64", "guest": "local", "kernconf": "GENERIC"}])
+        start = time.perf_counter()
+        assert lb.run(config={"force": True}).success
+        full.append(time.perf_counter() - start)
+        lb.rewrite(targets=[{"name": "amd64", "guest": "local", "kernconf": "MINIMAL"}])
+        before = make_counts(lb.build_root)
+        start = time.perf_counter()
+        assert lb.run().success
+        kern.append(time.perf_counter() - start)
+        counts.append(diff(make_counts(lb.build_root), before))
+    f, k = statistics.median(full), statistics.median(kern)
+    print(f"kernel_only   kernconf change {k:.2f}s  full build {f:.2f}s  ratio {k / f:.2f}  "
+          f"make invocations per step {counts[-1]}  median of {runs}")
+
+
+def two_guests(work: Path, runs: int) -> None:
+    guests = [SshGuest(work / f"g{i}", address=f"127.0.0.{60 + i}") for i in range(2)]
+    for g in guests:
+        g.start()
+    daemon = None
+    try:
+        sb = make_ssh_build(work / "two", guests[0])
+        sb.rewrite(guests=[g.ssh_settings(name=f"g{i}", connect_timeout=5.0) for i, g in enumerate(guests)],
+                   targets=[{"name": "amd64", "guest": "g0"}, {"name": "arm64", "guest": "g1",
+                                                               "target": "amd64", "target_arch": "amd64"}])
+        home = Path(sb.instance.root_directory)
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        env = {**os.environ, "DAGSTER_HOME": str(home), "FRUIX_CONFIG": str(sb.settings_path)}
+        daemon = subprocess.Popen([str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", "workspace.yaml"],
+                                  cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        instance = dg.DagsterInstance.from_config(str(home))
+        config = work / "force.yaml"
+        config.write_text(json.dumps({"resources": {"build_options": {"config": {"force": True}}}}))
+
+        def backfill(partitions: str) -> float:
+            n_before = len(instance.get_runs())
+            expected = len(partitions.split(","))
+            start = time.perf_counter()
+            subprocess.run([str(REPO / ".venv/bin/dagster"), "job", "backfill", "-w", "workspace.yaml",
+                            "-j", "build_target", "--partitions", partitions, "--config", str(config),
+                            "--noprompt"], cwd=REPO, env=env, check=True, capture_output=True)
+            while True:
+                runs_now = instance.get_runs()
+                new = runs_now[: len(runs_now) - n_before]
+                if len(new) == expected and all(r.is_finished for r in new):
+                    assert all(r.is_success for r in new), [r.status for r in new]
+                    return time.perf_counter() - start
+                time.sleep(0.25)
+
+        backfill("amd64,arm64")  # warm-up: first build of both
+        one, two = [], []
+        for _ in range(runs):
+            one.append(backfill("amd64"))
+            two.append(backfill("amd64,arm64"))
+        o, t = statistics.median(one), statistics.median(two)
+        print(f"two_guests    two targets on two guests {t:.2f}s  one target {o:.2f}s  ratio {t / o:.2f} "
+              f"(target ≤ 1.4 on 2 cores)  median of {runs}")
+    finally:
+        if daemon is not None:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(60)
+        for g in guests:
+            g.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--only", choices=("noop_nightly", "kernel_only", "two_guests"))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fruix-nightly-bench-"))
+    try:
+        for name, fn in (("noop_nightly", noop_nightly), ("kernel_only", kernel_only), ("two_guests", two_guests)):
+            if args.only in (None, name):
+                fn(work, args.runs)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
