@@ -1,4 +1,4 @@
-"""``fruix-dagster``: check-config, build, report, store gc.
+"""``fruix-dagster``: check-config, build, report, history, rebuild-check, store gc.
 
 Every ``FruixError`` ends the command with its message on stderr and exit
 status 1 — no traceback for a user's mistake.
@@ -119,6 +119,65 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from fruix_dagster.defs.history import load_history
+    from fruix_dagster.history.frame import ARTIFACTS, frame_of
+    from fruix_dagster.history.render import render
+    from fruix_dagster.settings import load_settings
+
+    settings = load_settings()
+    instance = _instance()
+    frame = load_history(instance, [args.target] if args.target else None,
+                         artifacts=[args.asset] if args.asset else ARTIFACTS,
+                         key_files=settings.slices.key_files)
+    last = args.last if args.last is not None else (20 if args.format == "table" else 0)
+    rows = frame_of(frame, last=last or None)
+    if rows.empty:
+        what = " of ".join(x for x in (args.asset, f"target {args.target!r}" if args.target else None) if x)
+        raise FruixError(
+            f"history: expected materializations{' of ' + what if what else ''} in the instance at "
+            f"{instance.root_directory}, found none (targets in the settings: "
+            f"{', '.join(settings.target_names)}); build first (fruix-dagster build) or check "
+            f"DAGSTER_HOME and --target")
+    sys.stdout.write(render(rows, args.format))
+    return 0
+
+
+def cmd_rebuild_check(args: argparse.Namespace) -> int:
+    from fruix_dagster.defs.history import REBUILD_JOB, REBUILD_OP
+    from fruix_dagster.defs.jobs import GUEST_TAG
+    from fruix_dagster.definitions import defs
+    from fruix_dagster.settings import load_settings
+
+    settings = load_settings()
+    if args.target:
+        settings.target(args.target)
+        target = args.target
+    elif len(settings.target_names) == 1:
+        target = settings.target_names[0]
+    else:
+        raise FruixError(f"rebuild-check: expected --target (one of {', '.join(settings.target_names)}), "
+                         f"found none; name the target to build twice")
+    instance = _instance()
+    job = defs.resolve_job_def(REBUILD_JOB)
+    run_config = {"ops": {REBUILD_OP: {"config": {"target": target, "keep": args.keep}}},
+                  "loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    result = job.execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False,
+        tags={GUEST_TAG: settings.guest_for(target).name, "fruix/target": target})
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+                cause = event.step_failure_data.error
+                while cause.cause is not None and "FruixError" not in str(cause.cls_name):
+                    cause = cause.cause
+                print(f"rebuild-check failed for target {target}: {cause.message.strip()}", file=sys.stderr)
+        return 1
+    out = result.output_for_node(REBUILD_OP)
+    sys.stdout.write(out["report"])
+    return 0 if out["identical"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fruix-dagster", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,12 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="console log level of the run (default INFO: '>>>' markers and steps)")
     p.set_defaults(func=cmd_build)
 
+    p = sub.add_parser("history", help="every past materialization of the stages and slices")
+    p.add_argument("--target", help="one target (default: every target)")
+    p.add_argument("--asset", choices=("world_stage", "kernel_stage", "headers_slice", "bootloader_slice"),
+                   help="one artifact (default: all four)")
+    p.add_argument("--last", type=_count, metavar="N",
+                   help="only the newest N rows (default: 20 for table, all for csv/json; 0: all)")
+    p.add_argument("--format", default="table", choices=("table", "csv", "json"),
+                   help="table for people; csv or json (every column) for scripts")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("rebuild-check", help="build one target's source twice from scratch and "
+                                             "compare the trees (reproducibility test)")
+    p.add_argument("--target", help="the target (needed when the settings name several)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep both build roots (<build_root>-rebuild-a/-b) afterwards")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="console log level of the run (default INFO)")
+    p.set_defaults(func=cmd_rebuild_check)
+
     p = sub.add_parser("store", help="the host artifact store")
     store_sub = p.add_subparsers(dest="store_command", required=True)
     g = store_sub.add_parser("gc", help="remove old store entries (keeps store.keep per asset and target)")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     g.set_defaults(func=cmd_store_gc)
     return parser
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ HISTORY_ASSET = "build_history"
 HISTORY_GROUP = "fruix_history"
 HISTORY_JOB = "refresh_history"
 REBUILD_JOB = "rebuild_check"
+REBUILD_OP = "rebuild_twice"
 SIZE_CHECK = "size_regression"
 REPRO_CHECK = "reproducible"
 PAGE_SIZE = 1000
@@ -205,7 +206,7 @@ class RebuildCheckConfig(dg.Config):
 def rebuild_check_job() -> dg.JobDefinition:
     from fruix_dagster.history.rebuild import rebuild_check
 
-    @dg.op(name="rebuild_twice", out=dg.Out(dict),
+    @dg.op(name=REBUILD_OP, out=dg.Out(dict),
            description="Build one source twice from scratch in <build_root>-rebuild-a and -b, "
                        "collect both stages and compare the trees.")
     def _op(context: dg.OpExecutionContext, config: RebuildCheckConfig, fruix: FruixResource):
@@ -216,13 +217,15 @@ def rebuild_check_job() -> dg.JobDefinition:
         if result.identical:
             context.log.info(f"rebuild check of {config.target}: identical")
         else:
-            context.log.warning(f"rebuild check of {config.target}: NOT reproducible:\n"
-                                + result.render(max_paths=20))
+            context.log.warning(
+                f"rebuild check of {config.target}: NOT reproducible: " + "; ".join(
+                    f"{asset}: {len(paths)} differing path(s), e.g. {', '.join(paths[:3])}"
+                    for asset, paths in result.differing_paths.items()))
         meta: dict[str, Any] = {"identical": result.identical, "source_store": result.source_store,
                                 "report": dg.MetadataValue.md("```\n" + result.render() + "```")}
         for c in result.comparisons:
             meta[f"{c.asset}_identical"] = c.identical
-        yield dg.Output(result.to_dict(), metadata=meta)
+        yield dg.Output({**result.to_dict(), "report": result.render()}, metadata=meta)
 
     @dg.job(name=REBUILD_JOB, executor_def=dg.in_process_executor,
             description="The explicit reproducibility test: one target's source built twice in two "

@@ -60,7 +60,7 @@ def plot_history(frame: pd.DataFrame, path: str | Path, *, title: str) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     series = chart_series(frame)
     fig = Figure(figsize=(11, 7.5), dpi=100, layout="constrained")
@@ -71,7 +71,9 @@ def plot_history(frame: pd.DataFrame, path: str | Path, *, title: str) -> Path:
                      markersize=4, linewidth=1.6, color=COLORS[asset], label=LABELS[asset])
     ax_size.set_ylabel("size (MB)")
     ax_size.set_yscale("log")
+    ax_size.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax_size.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+    ax_size.yaxis.set_minor_formatter(NullFormatter())
     ax_size.set_title("artifact size (log scale, 1 MB = 10⁶ bytes)", fontsize=10, loc="left")
     for asset, data in series["duration_min"].items():
         ax_time.plot(data["time"], data["value"], marker="o" if len(data) <= 60 else None,
@@ -83,7 +85,7 @@ def plot_history(frame: pd.DataFrame, path: str | Path, *, title: str) -> Path:
     for ax, key in ((ax_size, "size_mb"), (ax_time, "duration_min")):
         ax.grid(True, which="major", alpha=0.35)
         if series[key]:
-            ax.legend(loc="upper left", fontsize=9, frameon=False)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
         else:
             ax.text(0.5, 0.5, "nothing recorded yet", ha="center", va="center", transform=ax.transAxes,
                     color="0.4")
@@ -165,35 +167,37 @@ def builds(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_last_builds(frame: pd.DataFrame, n: int = 10) -> str:
-    """A Markdown table of the last ``n`` builds, newest first."""
-    b = builds(frame)
-    if b.empty:
+    """A Markdown table of the last ``n`` builds, newest first.
+
+    "changed trees": the artifacts whose ``tree_sha256`` differs from the
+    previous build that produced the same artifact.
+    """
+    all_builds = builds(frame)
+    if all_builds.empty:
         return "_No artifact materializations yet._"
-    b = b.tail(n).iloc[::-1]
-    head = ["finished (UTC)", "run", *[f"{LABELS[a]} MB" for a in ARTIFACTS],
-            "world min", "kernel min", "changed trees"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 6 + ["---"]) + "|"]
-    full = builds(frame)
-    prev_digest: dict[str, dict] = {}
-    # what changed against the previous build that produced the same artifact
-    latest: dict[str, str] = {}
-    for _, row in full.iterrows():
-        changed = []
+    changed: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for _, row in all_builds.iterrows():
+        names = []
         for a in ARTIFACTS:
             d = row.get(f"digest:{a}")
             if d is None or pd.isna(d):
                 continue
-            if a in latest and latest[a] != d:
-                changed.append(LABELS[a].split()[0])
-            latest[a] = d
-        prev_digest[row["build"]] = {"changed": ", ".join(changed) or "—"}
-    for _, row in b.iterrows():
-        run = str(row["run_id"])[:8] if str(row["build"]).startswith("runless-") is False else "runless"
+            if a in seen and seen[a] != d:
+                names.append(LABELS[a].split()[0])
+            seen[a] = d
+        changed[row["build"]] = ", ".join(names) or "—"
+    head = ["finished (UTC)", "run", *[f"{LABELS[a]} MB" for a in ARTIFACTS],
+            "world min", "kernel min", "changed trees"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * 6 + ["---"]) + "|"]
+    for _, row in all_builds.tail(n).iloc[::-1].iterrows():
+        run = "runless" if str(row["build"]).startswith("runless-") else str(row["run_id"])[:8]
         cells = [f"{row['time']:%Y-%m-%d %H:%M:%S}", f"`{run}`"]
         cells += [_fmt_mb(row.get(f"size:{a}")) for a in ARTIFACTS]
         for a in STAGES:
             m = row.get(f"minutes:{a}")
             cells.append("—" if m is None or pd.isna(m) else f"{float(m):.1f}")
-        cells.append(prev_digest[row["build"]]["changed"])
+        cells.append(changed[row["build"]])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -45,43 +45,42 @@ def to_json(frame: pd.DataFrame) -> str:
 
 
 def _size(v: Any) -> str:
-    return "-" if v is None or pd.isna(v) else f"{int(v) / 1e6:.2f}"
+    return "-" if v is None or pd.isna(v) else f"{v / 1e6:.2f}"
 
 
 def to_table(frame: pd.DataFrame) -> str:
-    """Fixed-width table: one line per materialization, oldest first."""
+    """Fixed-width table: one line per materialization, oldest first.
+
+    ``Δ size`` is against the previous materialization of the same asset and
+    target; ``minutes`` is a stage's make build step plus its install step.
+    """
+    f = frame.sort_values("storage_id", kind="stable")
+    size = f["size_bytes"].astype("float64")
+    prev = size.groupby([f["target"], f["asset"]]).shift(1)
+    change = (size - prev) / prev * 100
+    minutes = (f["build_duration_s"].fillna(0.0) + f["duration_s"]) / 60
+    cols = [
+        f["time"].dt.strftime("%Y-%m-%d %H:%M:%S").tolist(),
+        f["target"].astype(str).tolist(),
+        f["asset"].astype(str).tolist(),
+        [_size(v) for v in size.tolist()],
+        ["-" if pd.isna(v) or math.isinf(v) else f"{v:+.1f}%" for v in change.tolist()],
+        ["-" if pd.isna(v) else str(int(v)) for v in f["file_count"].astype("float64").tolist()],
+        ["-" if pd.isna(v) else f"{v:.1f}" for v in minutes.tolist()],
+        ["-" if pd.isna(v) else str(v)[:16] for v in f["tree_sha256"].tolist()],
+        [str(v)[:8] or "runless" for v in f["run_id"].fillna("").tolist()],
+    ]
     head = ["time (UTC)", "target", "asset", "size MB", "Δ size", "files", "minutes", "tree_sha256",
             "run"]
-    rows = []
-    prev: dict[tuple[str, str], float] = {}
-    f = frame.sort_values("storage_id")
-    for _, r in f.iterrows():
-        key = (r["target"], r["asset"])
-        size = r["size_bytes"]
-        delta = "-"
-        if not pd.isna(size):
-            before = prev.get(key)
-            if before:
-                delta = f"{(float(size) - before) / before * 100:+.1f}%"
-            prev[key] = float(size)
-        total = r["duration_s"]
-        if not pd.isna(total):
-            total = (0.0 if pd.isna(r["build_duration_s"]) else r["build_duration_s"]) + total
-        rows.append([
-            f"{r['time']:%Y-%m-%d %H:%M:%S}", str(r["target"]), str(r["asset"]), _size(size), delta,
-            "-" if pd.isna(r["file_count"]) else str(int(r["file_count"])),
-            "-" if pd.isna(total) else f"{total / 60:.1f}",
-            "-" if pd.isna(r["tree_sha256"]) else str(r["tree_sha256"])[:16],
-            str(r["run_id"])[:8] or "runless",
-        ])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
+    widths = [max([len(h), *map(len, col)]) for h, col in zip(head, cols)]
     right = {3, 4, 5, 6}
 
-    def line(cells: list[str]) -> str:
+    def line(cells) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    out = [line(head), line(["-" * w for w in widths])]
+    out.extend(line(cells) for cells in zip(*cols))
     return "\n".join(out) + "\n"
 
 
