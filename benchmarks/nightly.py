@@ -135,6 +135,7 @@ def two_guests(work: Path, runs: int) -> None:
         home = Path(sb.instance.root_directory)
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
         env = {**os.environ, "DAGSTER_HOME": str(home), "FRUIX_CONFIG": str(sb.settings_path)}
+        os.environ["DAGSTER_HOME"] = str(home)  # the instance config reads it
         daemon = subprocess.Popen([str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", "workspace.yaml"],
                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)

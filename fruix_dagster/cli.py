@@ -178,6 +178,31 @@ def cmd_rebuild_check(args: argparse.Namespace) -> int:
     return 0 if out["identical"] else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fruix_dagster.defs.records import latest
+    from fruix_dagster.settings import load_settings
+    from fruix_dagster.store import ArtifactStore
+    from fruix_dagster.store.export import export_sets
+
+    settings = load_settings()
+    settings.target(args.target)
+    instance = _instance()
+    assets = ["world_stage", "kernel_stage"] + (["headers_slice", "bootloader_slice"] if args.slices else [])
+    paths = {}
+    for asset in assets:
+        rec = latest(instance, asset, args.target)
+        if rec is None:
+            raise FruixError(f"export: {asset} for target {args.target!r} was never materialized; "
+                             f"build the target first (fruix-dagster build --target {args.target})")
+        paths[asset] = str(rec.metadata["path"])
+    store = ArtifactStore(settings.store.root, settings.store.keep)
+    for line in export_sets(store, paths, Path(args.dir)):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fruix-dagster", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="console log level of the run (default INFO)")
     p.set_defaults(func=cmd_rebuild_check)
+
+    p = sub.add_parser("export", help="write base.txz/kernel.txz, MANIFEST and CHECKSUM.SHA256 for a target")
+    p.add_argument("--target", required=True)
+    p.add_argument("--slices", action="store_true", help="also headers.txz and bootloader.txz")
+    p.add_argument("dir", help="destination directory")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("store", help="the host artifact store")
     store_sub = p.add_subparsers(dest="store_command", required=True)

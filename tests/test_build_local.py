@@ -192,3 +192,32 @@ def test_store_gc_cli_keeps_what_the_latest_materializations_reference(tmp_path,
     referenced = {latest(lb.instance, a, "amd64").metadata["path"]
                   for a in ("world_stage", "kernel_stage", "headers_slice", "bootloader_slice")}
     assert all(Path(p).is_dir() for p in referenced)
+
+
+def test_export_writes_release_sets_with_manifest_and_checksums(built: LocalBuild, tmp_path, monkeypatch):
+    import hashlib
+    import tarfile
+
+    from fruix_dagster import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", built.instance.root_directory)
+    monkeypatch.setenv("FRUIX_CONFIG", str(built.settings_path))
+    out = tmp_path / "release"
+    assert cli.main(["export", "--target", "amd64", str(out)]) == 0
+    manifest = [line.split("\t") for line in (out / "MANIFEST").read_text().splitlines()]
+    assert [m[0] for m in manifest] == ["base.txz", "kernel.txz"]
+    for name, digest, count, component, description, default in manifest:
+        data = (out / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest
+        assert f"SHA256 ({name}) = {digest}" in (out / "CHECKSUM.SHA256").read_text()
+        with tarfile.open(out / name) as tf:
+            members = tf.getmembers()
+        assert len(members) == int(count)
+        assert all(m.uname == "root" and m.gid == 0 for m in members)
+    with tarfile.open(out / "kernel.txz") as tf:
+        kernel = tf.extractfile("./boot/kernel/kernel").read()
+    assert hashlib.sha256(kernel).hexdigest() == latest(built.instance, "kernel_stage", "amd64").metadata[
+        "sha256:boot/kernel/kernel"]
+    first = (out / "base.txz").read_bytes()
+    assert cli.main(["export", "--target", "amd64", str(out)]) == 0
+    assert (out / "base.txz").read_bytes() == first  # deterministic
