@@ -49,7 +49,7 @@ class GuestSession:
         #: xcpng: the pool client and the VM (None for local/ssh, or before the first use)
         self.xapi: XapiClient | None = None
         self.vm: BuildVM | None = None
-        self._open_error: FruixError | None = None
+        self._open_error: Exception | None = None
         self._closed_vm = False
 
     @property
@@ -76,7 +76,7 @@ class GuestSession:
         if kind == "xcpng":
             try:
                 return self._xcpng()
-            except FruixError as exc:
+            except Exception as exc:
                 self._open_error = exc  # one boot per session: never boot again behind the error
                 raise
         raise ConfigError(
@@ -161,7 +161,8 @@ class GuestSession:
                 if self.vm is not None and not self._closed_vm:
                     self._closed_vm = True
                     if self.vm.ref is not None:
-                        self.vm.apply_after(self._poweroff_over_ssh, failed=failed or self._open_error is not None)
+                        poweroff = self._poweroff_over_ssh if self.vm.address else None
+                        self.vm.apply_after(poweroff, failed=failed or self._open_error is not None)
             except BaseException as exc:  # noqa: BLE001 - re-raised after the logout below
                 error = exc
                 if isinstance(exc, FruixError):

@@ -270,3 +270,20 @@ def test_password_never_in_messages_even_if_echoed(xapi_server):
     with pytest.raises(HypervisorError) as ei:
         c.call("VM.get_all")
     assert PASSWORD not in str(ei.value) and "<redacted>" in str(ei.value)
+
+
+def test_a_starting_toolstack_is_waited_for(xapi_server, monkeypatch):
+    monkeypatch.setattr(xapi_mod, "CONNECT_BACKOFF", 0.05)
+    xapi_server.fail_next("session.login_with_password", ["HOST_STILL_BOOTING"], times=2)
+    c = client(xapi_server)
+    assert c.call("VM.get_all") == [] and xapi_server.logins == 1
+    xapi_server.fail_next("session.login_with_password", ["HOST_STILL_BOOTING"], times=100)
+    with pytest.raises(XapiCallError, match="HOST_STILL_BOOTING.*still starting"):
+        client(xapi_server).call("VM.get_all")
+
+
+def test_unknown_object_says_what_probably_happened(xapi_server):
+    xapi_server.make_vm()
+    c = client(xapi_server)
+    with pytest.raises(XapiCallError, match=r"HANDLE_INVALID \(VM, OpaqueRef:gone\).*no longer exists"):
+        c.call("VM.get_power_state", "OpaqueRef:gone")

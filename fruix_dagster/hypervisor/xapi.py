@@ -79,6 +79,20 @@ _RETRYABLE_NET = (ConnectionRefusedError, ConnectionResetError, ConnectionAborte
                   http.client.RemoteDisconnected, http.client.BadStatusLine)
 
 
+#: Answers of a pool that is (re)starting: retried like a dropped connection.
+_TRANSIENT_POOL_CODES = ("HOST_STILL_BOOTING", "HOST_HAS_NO_MANAGEMENT_IP")
+
+_HINTS = {
+    "HANDLE_INVALID": "the object no longer exists on the pool (VM destroyed or re-created "
+                      "during the run?); check xcpng.vm_uuid / vm_name",
+    "RBAC_PERMISSION_DENIED": "the account lacks a role for this call; give it the VM Power Admin "
+                              "role (or higher) on the pool",
+    "PERMISSION_DENIED": "the account may not do this; check its role on the pool",
+    "MESSAGE_METHOD_UNKNOWN": "the pool's XAPI does not know this call; XCP-ng 8.2 or later is expected",
+    "HOST_STILL_BOOTING": "the pool's toolstack is still starting; try again in a minute",
+}
+
+
 class XapiCallError(HypervisorError):
     """XAPI answered a call (or a task) with ``ErrorDescription = [code, arg, …]``."""
 
@@ -343,6 +357,12 @@ class XapiClient:
                 return fn()
             except XenAPI.Failure as exc:
                 details = [str(d) for d in (exc.details or [])]
+                if details and details[0] in _TRANSIENT_POOL_CODES and attempt < CONNECT_RETRIES:
+                    delay = CONNECT_BACKOFF * (2 ** attempt)
+                    self.log(f"xcpng: {method}: {details[0]} from {self.display}; retrying in {delay:g} s")
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
                 raise self._failure(method, details) from None
             except _RETRYABLE_NET as exc:
                 self._reset(transport)
@@ -386,9 +406,11 @@ class XapiClient:
                 f"{self.display} is a pool member, not the pool master (HOST_IS_SLAVE): the API is "
                 f"served by the master at {master}; set xcpng.url to the master's address",
                 method=method, details=details)
+        hint = _HINTS.get(code)
         return self._error(
             XapiCallError,
-            f"{method} on {self.display} failed: XAPI answered {_short(details)}",
+            f"{method} on {self.display} failed: XAPI answered {_short(details)}"
+            + (f"; {hint}" if hint else ""),
             method=method, details=details)
 
     def _translate(self, method: str, exc: BaseException) -> HypervisorError:
