@@ -140,16 +140,14 @@ def two_guests(work: Path, runs: int) -> None:
                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
         instance = dg.DagsterInstance.from_config(str(home))
-        config = work / "force.yaml"
-        config.write_text(json.dumps({"resources": {"build_options": {"config": {"force": True}}}}))
 
         def backfill(partitions: str) -> float:
             n_before = len(instance.get_runs())
             expected = len(partitions.split(","))
             start = time.perf_counter()
             subprocess.run([str(REPO / ".venv/bin/dagster"), "job", "backfill", "-w", "workspace.yaml",
-                            "-j", "build_target", "--partitions", partitions, "--config", str(config),
-                            "--noprompt"], cwd=REPO, env=env, check=True, capture_output=True)
+                            "-j", "build_target", "--partitions", partitions,
+                            "--tags", json.dumps({"fruix/force": "true"}), "--noprompt"], cwd=REPO, env=env, check=True, capture_output=True)
             while True:
                 runs_now = instance.get_runs()
                 new = runs_now[: len(runs_now) - n_before]

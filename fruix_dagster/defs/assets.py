@@ -75,8 +75,13 @@ class BuildRun:
            options: BuildOptions | None = None) -> "BuildRun":
         settings = fruix.settings()
         target = settings.target(context.partition_key)
-        return cls(context, fruix, options or BuildOptions(), settings, target,
-                   fruix.session(target.name, context.log))
+        options = options or BuildOptions()
+        tags = context.run.tags
+        if tags.get("fruix/force") == "true" or tags.get("fruix/clean") == "true":
+            # backfills and schedules carry tags, not run config
+            options = BuildOptions(clean=options.clean or tags.get("fruix/clean") == "true",
+                                   force=options.force or tags.get("fruix/force") == "true")
+        return cls(context, fruix, options, settings, target, fruix.session(target.name, context.log))
 
     def recorded(self, asset: str) -> Recorded:
         return require(self.context.instance, asset, self.target.name, self.context.asset_key.to_user_string())

@@ -18,7 +18,8 @@ class BuildOptions(dg.ConfigurableResource):
 
     ``clean`` forces a clean build (no ``WITHOUT_CLEAN``); ``force`` re-runs
     make steps even when a finished step with the same fingerprint exists.
-    Run config: ``{"resources": {"build_options": {"config": {"clean": true}}}}``.
+    Run config: ``{"resources": {"build_options": {"config": {"clean": true}}}}``, or the
+    run tags ``fruix/clean=true`` / ``fruix/force=true`` (backfills carry tags, not config).
     """
 
     clean: bool = False
