@@ -55,9 +55,18 @@ class FruixResource(dg.ConfigurableResource):
         self._published = True
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        failed = False
+        run_id = context.run.run_id if context.run is not None else None
+        if context.instance is not None and run_id:
+            failed = bool(context.instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records)
         sessions, self._sessions = self._sessions, {}
+        errors: list[Exception] = []
         for session in sessions.values():
-            session.close()
+            try:
+                session.close(failed=failed)
+            except Exception as exc:  # one guest's after-run policy must not skip the others or the gc
+                errors.append(exc)
         if self._published and context.instance is not None:
             self._published = False
             settings = self.settings()
@@ -65,3 +74,5 @@ class FruixResource(dg.ConfigurableResource):
             removed = store.gc(referenced_paths(context.instance, settings.target_names))
             if removed and context.log is not None:
                 context.log.info(f"store gc: removed {len(removed)} entries no longer kept")
+        if errors:
+            raise errors[0]
