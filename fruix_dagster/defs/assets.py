@@ -150,6 +150,23 @@ class BuildRun:
             f"{', identical tree already stored' if stored.reused else ''})")
         return stored
 
+    def stage(self, asset: str, *, upstream: tuple[str, str], steps: tuple[str, ...]) -> dg.MaterializeResult:
+        """Install into a fresh stage directory (unless the install is reused), then store it."""
+        plan = self.plan()
+        upstream_asset, upstream_step = upstream
+        self.expect_upstream(upstream_asset, plan.steps[upstream_step].fingerprint)
+        stage_dir = plan.world_stage if asset == "world_stage" else plan.kernel_stage
+        if self.options.force or not self.session.steps.reusable(plan.steps[steps[0]].spec):
+            remove_tree(self.session.transport, plan.build_root, stage_dir)
+        outcomes = [self.run(step, plan) for step in steps]
+        stored, root_bytes = self.collect_or_reuse(stage_dir, asset, outcomes)
+        extra = {"step_fingerprint": outcomes[-1].step.fingerprint,
+                 "duration_s": sum(o.duration_s for o in outcomes),
+                 "make_command": "\n".join(o.step.command for o in outcomes),
+                 "guest_path": stage_dir, "guest": self.session.guest.name,
+                 "build_root_size_bytes": root_bytes if root_bytes is not None else self.build_root_bytes()}
+        return self.tree_result(stored, asset, extra)
+
     def collect_or_reuse(self, guest_dir: str, asset: str, outcomes: list[StepOutcome]
                          ) -> tuple[StoredTree, int | None]:
         """Collect the stage, unless no make step ran and the store already holds
@@ -320,40 +337,16 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
               description="Staged world: installworld + distribution with DB_FROM_SRC=yes.")
     def world_stage(context: dg.AssetExecutionContext, fruix: FruixResource,
                     build_options: BuildOptions) -> dg.MaterializeResult:
-        run = BuildRun.of(context, fruix, build_options)
-        plan = run.plan()
-        run.expect_upstream("world_build", plan.steps["buildworld"].fingerprint)
-        steps = run.session.steps
-        if run.options.force or not steps.reusable(plan.steps["installworld"].spec):
-            remove_tree(run.session.transport, plan.build_root, plan.world_stage)
-        install = run.run("installworld", plan)
-        dist = run.run("distribution", plan)
-        stored, root_bytes = run.collect_or_reuse(plan.world_stage, "world_stage", [install, dist])
-        extra = {"step_fingerprint": dist.step.fingerprint,
-                 "duration_s": install.duration_s + dist.duration_s,
-                 "make_command": f"{install.step.command}\n{dist.step.command}",
-                 "guest_path": plan.world_stage, "guest": run.session.guest.name,
-                 "build_root_size_bytes": root_bytes if root_bytes is not None else run.build_root_bytes()}
-        return run.tree_result(stored, "world_stage", extra)
+        return BuildRun.of(context, fruix, build_options).stage(
+            "world_stage", upstream=("world_build", "buildworld"), steps=("installworld", "distribution"))
 
     @dg.asset(deps=[kernel_build], code_version=CODE_VERSIONS["kernel_stage"], **common,
               check_specs=_checks("kernel_stage"),
               description="Staged kernel: installkernel with DB_FROM_SRC=yes.")
     def kernel_stage(context: dg.AssetExecutionContext, fruix: FruixResource,
                      build_options: BuildOptions) -> dg.MaterializeResult:
-        run = BuildRun.of(context, fruix, build_options)
-        plan = run.plan()
-        run.expect_upstream("kernel_build", plan.steps["buildkernel"].fingerprint)
-        steps = run.session.steps
-        if run.options.force or not steps.reusable(plan.steps["installkernel"].spec):
-            remove_tree(run.session.transport, plan.build_root, plan.kernel_stage)
-        install = run.run("installkernel", plan)
-        stored, root_bytes = run.collect_or_reuse(plan.kernel_stage, "kernel_stage", [install])
-        extra = {"step_fingerprint": install.step.fingerprint, "duration_s": install.duration_s,
-                 "make_command": install.step.command, "guest_path": plan.kernel_stage,
-                 "guest": run.session.guest.name,
-                 "build_root_size_bytes": root_bytes if root_bytes is not None else run.build_root_bytes()}
-        return run.tree_result(stored, "kernel_stage", extra)
+        return BuildRun.of(context, fruix, build_options).stage(
+            "kernel_stage", upstream=("kernel_build", "buildkernel"), steps=("installkernel",))
 
     def slice_asset(name: str, slice_key: str, description: str) -> dg.AssetsDefinition:
         @dg.asset(name=name, deps=[world_stage], code_version=CODE_VERSIONS[name], **common,
