@@ -131,7 +131,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                          artifacts=[args.asset] if args.asset else ARTIFACTS,
                          key_files=settings.slices.key_files)
     last = args.last if args.last is not None else (20 if args.format == "table" else 0)
-    rows = frame_of(frame, last=last or None)
+    rows = frame_of(frame)
     if rows.empty:
         what = " of ".join(x for x in (args.asset, f"target {args.target!r}" if args.target else None) if x)
         raise FruixError(
@@ -139,7 +139,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             f"{instance.root_directory}, found none (targets in the settings: "
             f"{', '.join(settings.target_names)}); build first (fruix-dagster build) or check "
             f"DAGSTER_HOME and --target")
-    sys.stdout.write(render(rows, args.format))
+    sys.stdout.write(render(rows, args.format, last=last or None))
     return 0
 
 

@@ -227,6 +227,12 @@ def test_cli_formats_parse_back_to_the_same_rows(built, monkeypatch, capsys):
     assert lines[0].split()[:4] == ["time", "(UTC)", "target", "asset"]
     assert len(lines) == 2 + 12
     assert any(line.split()[2:4] == ["minimal", "kernel_stage"] for line in lines[2:])
+    # Δ size is against the previous materialization even when that one is not shown
+    rc, out, _ = run_cli(monkeypatch, capsys, lb, "history", "--target", "amd64", "--asset", "kernel_stage",
+                         "--last", "1")
+    assert rc == 0
+    (line,) = out.splitlines()[2:]
+    assert line.split()[4:6] == [f"{only['size_bytes'] / 1e6:.2f}", "+0.0%"]
     rc, out, err = run_cli(monkeypatch, capsys, lb, "history", "--target", "riscv")
     assert rc == 1 and out == ""
     assert err.startswith("fruix-dagster: history: expected materializations of target 'riscv'")

@@ -48,16 +48,20 @@ def _size(v: Any) -> str:
     return "-" if v is None or pd.isna(v) else f"{v / 1e6:.2f}"
 
 
-def to_table(frame: pd.DataFrame) -> str:
-    """Fixed-width table: one line per materialization, oldest first.
+def to_table(frame: pd.DataFrame, last: int | None = None) -> str:
+    """Fixed-width table: one line per materialization, oldest first; ``last``: only the
+    newest ``last`` lines.
 
     ``Δ size`` is against the previous materialization of the same asset and
-    target; ``minutes`` is a stage's make build step plus its install step.
+    target (also when that one is not shown); ``minutes`` is a stage's make
+    build step plus its install step.
     """
     f = frame.sort_values("storage_id", kind="stable")
     size = f["size_bytes"].astype("float64")
     prev = size.groupby([f["target"], f["asset"]]).shift(1)
     change = (size - prev) / prev * 100
+    if last:
+        f, size, change = f.tail(last), size.tail(last), change.tail(last)
     minutes = (f["build_duration_s"].fillna(0.0) + f["duration_s"]) / 60
     cols = [
         f["time"].dt.strftime("%Y-%m-%d %H:%M:%S").tolist(),
@@ -84,9 +88,11 @@ def to_table(frame: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(frame: pd.DataFrame, fmt: str) -> str:
-    if fmt == "csv":
-        return to_csv(frame)
-    if fmt == "json":
-        return to_json(frame)
-    return to_table(frame)
+def render(frame: pd.DataFrame, fmt: str, last: int | None = None) -> str:
+    """``frame`` (or its newest ``last`` rows) as ``table``, ``csv`` or ``json``."""
+    if fmt == "table":
+        return to_table(frame, last)
+    rows = frame.sort_values("storage_id", kind="stable")
+    if last:
+        rows = rows.tail(last)
+    return to_csv(rows) if fmt == "csv" else to_json(rows)
