@@ -72,7 +72,11 @@ def current_source_hash(settings: Settings, target: str) -> str:
     from fruix_dagster.fruix.source import source_from_path
     from fruix_dagster.fruix.store_layout import source_from_metadata
 
-    session = GuestSession(settings, settings.guest_for(target))
+    guest = settings.guest_for(target)
+    if guest.kind == "xcpng":
+        # polling must never boot a VM; the nightly run boots it and decides step by step
+        raise FruixError(f"guest {guest.name!r} is an xcpng VM: its source is read when a run boots it")
+    session = GuestSession(settings, guest)
     try:
         if settings.source.from_ == "path":
             assert settings.source.path is not None
