@@ -145,3 +145,26 @@ def test_nightly_with_nothing_changed_only_rereads_the_source(tmp_path):
     lb.rewrite(targets=[{"name": "amd64", "guest": "local", "kernconf": "MINIMAL"}])
     [changed] = tick(lb)
     assert changed.asset_selection is None and changed.tags["fruix/changed"] == "yes"
+
+
+def test_a_successful_build_run_requests_its_history_refresh(tmp_path):
+    from fruix_dagster.defs.schedules import HISTORY_SENSOR
+
+    lb = make_local_build(tmp_path)
+    result = lb.run(select=["freebsd_source"])
+    assert result.success
+    defs = lb.defs()
+    sensor = defs.resolve_sensor_def(HISTORY_SENSOR)
+    run = lb.instance.get_run_by_id(result.run_id)
+    ctx = dg.build_run_status_sensor_context(sensor_name=HISTORY_SENSOR,
+                                             dagster_event=result.get_run_success_event(),
+                                             dagster_instance=lb.instance, dagster_run=run,
+                                             repository_def=defs.get_repository_def())
+    request = sensor(ctx)
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == "amd64" and request.run_key == f"history:{result.run_id}"
+    assert sensor.job_name == "refresh_history"  # the job every request of this sensor runs
+    # a build_history run of an unbuilt target still succeeds (an empty history)
+    refresh = defs.resolve_job_def(sensor.job_name).execute_in_process(
+        instance=lb.instance, partition_key="amd64", tags=request.tags)
+    assert refresh.success

@@ -118,3 +118,30 @@ def source_change_sensor(settings: Settings) -> dg.SensorDefinition:
         return requests
 
     return _sensor
+
+
+HISTORY_SENSOR = "refresh_history_after_build"
+
+
+def history_after_build_sensor(settings: Settings, history_job) -> dg.RunStatusSensorDefinition:
+    """After every successful build run, refresh that target's build_history (charts, files)."""
+
+    @dg.run_status_sensor(
+        name=HISTORY_SENSOR,
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        request_job=history_job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING if settings.sensor.enabled
+        else dg.DefaultSensorStatus.STOPPED,
+        description="Refreshes build_history (Parquet, CSV, PNG chart, last-builds table) of a "
+                    "target after each successful build_target run of it.",
+    )
+    def _after_build(context: dg.RunStatusSensorContext):
+        run = context.dagster_run
+        target = run.tags.get("dagster/partition")
+        if run.job_name != BUILD_JOB or target not in settings.target_names:
+            return dg.SkipReason(f"run {run.run_id} is not a build_target run of a known target")
+        return dg.RunRequest(run_key=f"history:{run.run_id}", partition_key=target,
+                             tags={"fruix/target": target, "fruix/trigger": "after-build"})
+
+    return _after_build
