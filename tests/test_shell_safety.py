@@ -75,7 +75,7 @@ def test_metacharacters_are_never_interpreted(guest, transport, tmp_path_factory
     steps = DetachedSteps(transport, b.build_root)
     for name in ("buildworld", "buildkernel"):
         step = plan.steps[name]
-        launch = steps.launch(step.spec, force=True)
+        launch = steps.launch(step, force=True)
         assert launch.action == "started"
         deadline = time.monotonic() + 30
         while not steps.poll(launch.step_dir, 0, 0)[0].finished:

@@ -30,20 +30,13 @@ STEP_NAMES = ("buildworld", "buildkernel", "installworld", "distribution", "inst
 
 
 @dataclass(frozen=True)
-class MakeStep:
-    name: str
-    argv: tuple[str, ...]
-    cwd: str
-    fingerprint: str
+class MakeStep(StepSpec):
+    """A make invocation: a detached step whose command is make."""
 
     @property
     def command(self) -> str:
         """The command as a person would type it (shell-quoted)."""
         return shlex.join(self.argv)
-
-    @property
-    def spec(self) -> StepSpec:
-        return StepSpec(self.name, self.argv, self.cwd, self.fingerprint)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def run_step(
     (the step's processes are stopped on the guest first).
     """
     info = on_info or (lambda _msg: None)
-    launch = steps.launch(step.spec, force=force, busy_wait=busy_wait, on_wait=lambda why: info(f"waiting: {why}"))
+    launch = steps.launch(step, force=force, busy_wait=busy_wait, on_wait=lambda why: info(f"waiting: {why}"))
     for w in launch.warnings:
         info(f"WARNING: {w}")
     info(f"{step.name}: {launch.action} in {launch.step_dir}")

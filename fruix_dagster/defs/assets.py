@@ -156,7 +156,7 @@ class BuildRun:
         upstream_asset, upstream_step = upstream
         self.expect_upstream(upstream_asset, plan.steps[upstream_step].fingerprint)
         stage_dir = plan.world_stage if asset == "world_stage" else plan.kernel_stage
-        if self.options.force or not self.session.steps.reusable(plan.steps[steps[0]].spec):
+        if self.options.force or not self.session.steps.reusable(plan.steps[steps[0]]):
             remove_tree(self.session.transport, plan.build_root, stage_dir)
         outcomes = [self.run(step, plan) for step in steps]
         stored, root_bytes = self.collect_or_reuse(stage_dir, asset, outcomes)

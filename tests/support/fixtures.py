@@ -21,6 +21,7 @@ fixtures fail the test with that reason rather than skip it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -54,24 +55,19 @@ def ssh_guest(tmp_path, ssh_guest_source_tree):
 def ssh_guest_factory(tmp_path, ssh_guest_source_tree):
     _require_root()
     guests: list[SshGuest] = []
+    # every guest is stopped at teardown, even if stopping another one raises; errors propagate
+    with contextlib.ExitStack() as stack:
 
-    def make(name: str | None = None, address: str | None = None, start: bool = True, **kwargs) -> SshGuest:
-        n = len(guests)
-        kwargs.setdefault("source_tree", ssh_guest_source_tree)
-        guest = SshGuest(tmp_path / (name or f"guest-{n}"), address=address or f"127.0.0.{3 + n}", **kwargs)
-        guests.append(guest)
-        if start:
-            guest.start()
-        return guest
+        def make(name: str | None = None, address: str | None = None, start: bool = True,
+                 **kwargs) -> SshGuest:
+            n = len(guests)
+            kwargs.setdefault("source_tree", ssh_guest_source_tree)
+            guest = SshGuest(tmp_path / (name or f"guest-{n}"), address=address or f"127.0.0.{3 + n}",
+                             **kwargs)
+            guests.append(guest)
+            stack.callback(guest.stop)
+            if start:
+                guest.start()
+            return guest
 
-    try:
         yield make
-    finally:
-        errors = []
-        for guest in guests:
-            try:
-                guest.stop()
-            except Exception as exc:  # stop the others regardless
-                errors.append(exc)
-        if errors:
-            raise errors[0]

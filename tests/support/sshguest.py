@@ -151,6 +151,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -262,8 +263,8 @@ def _stop_all() -> None:
     for guest in list(_running):
         try:
             guest.stop()
-        except Exception:  # pragma: no cover - best effort at interpreter exit
-            pass
+        except (SshGuestError, OSError, subprocess.SubprocessError) as exc:  # pragma: no cover
+            print(f"SshGuest {guest.name}: stop at interpreter exit failed: {exc}", file=sys.stderr)
 
 
 class SshGuest:

@@ -96,6 +96,7 @@ import threading
 import time
 import uuid as _uuid
 import xmlrpc.client
+from xml.parsers.expat import ExpatError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -1312,7 +1313,7 @@ class FakeXapiServer:
         listener: _Listener = handler.server  # type: ignore[assignment]
         try:
             params, method = xmlrpc.client.loads(body, use_builtin_types=True)
-        except Exception as exc:
+        except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError) as exc:
             return xapi_response(failure(["XMLRPC_UNMARSHAL_FAILURE", str(exc)]))
         method = method or ""
         params = list(params)

@@ -39,6 +39,7 @@ from typing import Iterator
 
 import dagster as dg
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -279,7 +280,7 @@ def page(request, browser, dagster_ui, ui_artifacts):
         shot = ui_artifacts / f"failure-{request.node.name}.png"
         try:
             tab.screenshot(path=str(shot))
-        except Exception as exc:  # noqa: BLE001 - diagnostics only
+        except PlaywrightError as exc:  # diagnostics only: the test has failed already
             shot = f"(no screenshot: {exc})"
         print(f"\nscreenshot: {shot}\nurl: {tab.url}\n{dagster_ui.logs()}", file=sys.stderr)
     tab.close()
