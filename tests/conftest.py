@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,9 @@ def make_writable(path: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _writable_tmp(tmp_path):
-    """Read-only copies of the sample tree must not break tmp_path cleanup."""
+    """Read-only copies of the sample tree, and the immutable files a root
+    install makes (PRECIOUSPROG: chattr +i), must not break tmp_path cleanup."""
     yield
     if tmp_path.exists():
+        subprocess.run(["chattr", "-R", "-f", "-i", "-a", str(tmp_path)], capture_output=True)
         make_writable(tmp_path)

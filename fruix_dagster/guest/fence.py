@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 
-from fruix_dagster.errors import FenceError
+from fruix_dagster.errors import FenceError, GuestError
 from fruix_dagster.guest.transport import Transport
 
 
@@ -39,7 +39,18 @@ def check_inside(root: str, path: str) -> str:
     return path
 
 
-# $1 root, $2 target.  Exit 3 = refused (reason on stdout).
+# $1 root, $2 target.  Exit 3 = refused (reason on stdout); exit 4 = could not
+# delete (rm's complaint on stderr).
+#
+# File flags first, or rm cannot delete an immutable file (installworld run as
+# root sets schg on several, like bsd.prog.mk's PRECIOUSPROG: INSTALLFLAGS+=
+# -fschg): FreeBSD's release tooling clears them with chflags before rm -rf
+# (release/Makefile's clean target: chflags -R noschg).  On FreeBSD chflags -R
+# never follows symlinks (-P, its default, given explicitly); on Linux
+# chattr -R skips the symlinks it meets while recursing and chattr is only
+# reached for a real directory or file (the target itself is never a symlink:
+# refused above).  Errors of the flag tools are ignored (a non-root user, a
+# file system without flags); what matters is whether rm succeeds.
 _REMOVE = r'''
 root=$1 target=$2
 case "$target" in "$root"/?*) ;; *) echo "not inside $root"; exit 3 ;; esac
@@ -50,18 +61,33 @@ rp=$(cd "$root" && pwd -P) || exit 3
 [ "$rp" != / ] || { echo "the build root resolves to /"; exit 3; }
 tp=$(cd "$(dirname "$target")" && pwd -P) || exit 3
 case "$tp/" in "$rp"/*) ;; *) echo "$target resolves to $tp, outside $rp"; exit 3 ;; esac
-if command -v chflags >/dev/null 2>&1; then chflags -R noschg "$target" 2>/dev/null; fi
+if command -v chflags >/dev/null 2>&1; then
+	chflags -R -P noschg,nouchg,nosappnd,nouappnd "$target" 2>/dev/null
+elif command -v chattr >/dev/null 2>&1; then
+	chattr -R -f -i -a "$target" 2>/dev/null
+fi
 chmod -R u+w "$target" 2>/dev/null
-rm -rf -- "$target"
+rm -rf -- "$target" || exit 4
 '''
 
 
 def remove_tree(transport: Transport, root: str, path: str) -> None:
-    """Delete path (a file or tree) on the guest, only if it is inside root."""
+    """Delete path (a file or tree) on the guest, only if it is inside root.
+
+    File flags (schg/uchg/sappnd/uappnd on FreeBSD, immutable/append-only on
+    Linux) are cleared first without following symlinks, so a stage that a
+    root install made immutable can be rebuilt.
+    """
     check_inside(root, path)
     res = transport.sh(_REMOVE, root, path)
     if res.exit_status == 3:
         raise FenceError(
             f"refused to delete {path} on {transport.description}: "
             f"{res.stdout.decode(errors='replace').strip()}; deletes are fenced to the build root {root}")
+    if res.exit_status == 4:
+        err = "\n".join(res.stderr.decode(errors="replace").strip().splitlines()[-5:])
+        raise GuestError(
+            f"deleting {path} on {transport.description}: expected it gone after clearing its file flags "
+            f"(chflags noschg,nouchg / chattr -i -a), but rm failed:\n{err}\nOnly root can clear system "
+            f"flags (and on FreeBSD only at securelevel 0 or below); delete it by hand as root, then retry")
     res.check(f"deleting {path}")

@@ -10,8 +10,9 @@ Layout::
         info.json            asset, target, digest, size, counts, published time
       .tmp-<pid>-<random>/   an entry being written (never visible as an entry)
 
-Entries are written under ``.tmp-…`` on the same file system and renamed
-into place, so a crash leaves no visible partial entry; leftovers of dead
+Entries are written under ``.tmp-…`` on the same file system, flushed to
+disk (``store.durable``) and renamed into place, then the store root is
+flushed, so neither a crash nor a power loss leaves a visible partial entry; leftovers of dead
 writers are removed by the next writer.  Identical trees are stored once.
 """
 
@@ -32,6 +33,7 @@ from typing import Iterable, Sequence
 from fruix_dagster.errors import FruixError, StoreError
 from fruix_dagster.guest.hashing import guest_sha256
 from fruix_dagster.guest.transport import Transport
+from fruix_dagster.store.durable import publish_rename, replace_file
 from fruix_dagster.store.mtree import render_mtree
 from fruix_dagster.store.writer import DirectoryWriter
 from fruix_dagster.tree.manifest import Manifest, manifest_from_tar
@@ -240,17 +242,14 @@ class ArtifactStore:
         (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
         final = self.root / f"{digest}-{asset}-{target}"
         try:
-            os.rename(tmp, final)
+            publish_rename(tmp, final)
             return StoredTree(final, manifest, digest, reused=False)
         except OSError:
             if not final.is_dir():
                 raise
         # identical tree already stored: keep it, mark it as just published
         remove_entry(tmp)
-        info_path = final / "info.json"
-        tmp_info = final / f".info.{os.getpid()}"
-        tmp_info.write_text(json.dumps(info, indent=1) + "\n")
-        os.replace(tmp_info, info_path)
+        replace_file(final / "info.json", (json.dumps(info, indent=1) + "\n").encode())
         return StoredTree(final, manifest, digest, reused=True)
 
     # -- retention -----------------------------------------------------------------

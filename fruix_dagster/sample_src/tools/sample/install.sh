@@ -1,8 +1,9 @@
 #!/bin/sh
 # tools/sample/install.sh -- "make installworld", "make distribution" and
 # "make installkernel", sourced by main.sh (STEP says which).  Installs with
-# portable commands only (mkdir -p, cp, chmod, ln -s) and sets every mode
-# explicitly, so the staged tree is the same bytes and modes every time.
+# portable commands only (mkdir -p, cp, chown, chmod, ln -s, chflags or
+# chattr) and sets every owner and mode explicitly, so the staged tree is the
+# same bytes, owners and modes every time.
 
 case ${DESTDIR:-} in
 '') die "DESTDIR is not set: $STEP refuses to install into the running system; pass DESTDIR=/some/stage/dir" ;;
@@ -12,23 +13,151 @@ case ${DESTDIR:-} in
 esac
 DESTDIR=$(printf '%s\n' "$DESTDIR" | sed 's:/*$::')
 
-# inst MODE SRC DST: install one file (DST is removed first: it may be
-# read-only from an earlier install).
-inst() {
-	echo "install -m $1 $2 $3"
-	rm -f "$3"
-	cp "$2" "$3"
-	chmod "$1" "$3"
+# Owners, groups, modes and flags are applied as FreeBSD's install(1) does
+# for share/mk's bsd.prog.mk ("${INSTALL} -o ${BINOWN} -g ${BINGRP} -m
+# ${BINMODE} ${INSTALLFLAGS}", BINOWN/BINGRP/BINMODE defaulting to
+# root/wheel/555 in bsd.own.mk) and bsd.lib.mk:
+# * as root, chown then chmod; with DB_FROM_SRC the names are looked up in
+#   this tree's etc/master.passwd and etc/group (install -N), so the numeric
+#   ids are FreeBSD's whatever the running system calls them;
+# * PRECIOUSPROG / PRECIOUSLIB add "-fschg -S" unless NO_FSCHG is set: the
+#   file gets the system immutable flag (chflags schg on FreeBSD, chattr +i
+#   on Linux); a file system without flags only warns, as install(1) does
+#   on EOPNOTSUPP;
+# * with NO_ROOT (-DNO_ROOT, as the release build stages) nothing is chowned
+#   or flagged: every entry is logged to METALOG (default DESTDIR/METALOG) as
+#   install -U -M writes it: "./path type=file uname=U gname=G mode=0NNN
+#   size=N [flags=schg]" (mtree -W for directories, install -l s for links).
+_no_root() { [ -n "${NO_ROOT:-}" ]; }
+if _no_root; then
+	METALOG=${METALOG:-$DESTDIR/METALOG}
+	case $METALOG in
+	/*) ;;
+	*) die "METALOG must be an absolute path, not '$METALOG'" ;;
+	esac
+fi
+
+# _id passwd|group NAME: the numeric id of NAME (from this tree with DB_FROM_SRC).
+_id() {
+	if is_on "${DB_FROM_SRC:-}"; then
+		if [ "$1" = passwd ]; then _db=$SRCTOP/etc/master.passwd; else _db=$SRCTOP/etc/group; fi
+		_n=$(awk -F: -v n="$2" '$1 == n { print $3; exit }' "$_db")
+	elif [ "$1" = passwd ]; then
+		_n=$(id -u "$2" 2>/dev/null) || _n=
+	else
+		_n=$(getent group "$2" 2>/dev/null | awk -F: '{ print $3; exit }')
+	fi
+	[ -n "$_n" ] || die "install: unknown $([ "$1" = passwd ] && echo user || echo group) $2"
+	echo "$_n"
 }
 
-# mkdirs MODE DIR...: make directories under DESTDIR with MODE.
+# _meta TYPE PATH OWNER GROUP MODE [KEYWORD=VALUE...]: one METALOG line.
+_meta() {
+	_t=$1 _p=${2#"$DESTDIR"} _o=$3 _g=$4 _m=$5
+	shift 5
+	_p=${_p#/}
+	_p=.${_p:+/$_p}
+	printf '%s type=%s uname=%s gname=%s mode=0%s%s\n' "$_p" "$_t" "$_o" "$_g" "${_m#0}" \
+	    "$(for _k in "$@"; do printf ' %s' "$_k"; done)" >>"$METALOG"
+}
+
+# _unflag PATH: clear the flags of an existing file before replacing it (install -S does).
+_unflag() {
+	[ -e "$1" ] || return 0
+	if command -v chflags >/dev/null 2>&1; then
+		chflags noschg "$1" 2>/dev/null || :
+	elif command -v chattr >/dev/null 2>&1; then
+		chattr -f -i "$1" 2>/dev/null || :
+	fi
+}
+
+# _schg PATH: set the system immutable flag (install -f schg).
+_schg() {
+	if command -v chflags >/dev/null 2>&1; then
+		chflags schg "$1" 2>/dev/null && return 0
+	elif command -v chattr >/dev/null 2>&1; then
+		chattr +i "$1" 2>/dev/null && return 0
+	fi
+	echo "install: $1: chflags: Operation not supported" >&2
+}
+
+# _own TYPE PATH OWNER GROUP MODE FLAGS [KEYWORD=VALUE...]: apply (or log) metadata.
+_own() {
+	_ot=$1 _op=$2 _oo=$3 _og=$4 _om=$5 _of=$6
+	shift 6
+	if _no_root; then
+		chmod "$_om" "$_op"
+		_meta "$_ot" "$_op" "$_oo" "$_og" "$_om" "$@" ${_of:+flags=$_of}
+		return 0
+	fi
+	if is_on "${DB_FROM_SRC:-}"; then
+		_who=$(_id passwd "$_oo"):$(_id group "$_og")
+	else
+		_who=$_oo:$_og
+	fi
+	chown "$_who" "$_op" 2>/dev/null ||
+	    die "install: $_op: chown/chgrp: Operation not permitted (installing as $(id -un); run as root, or stage with -DNO_ROOT)"
+	chmod "$_om" "$_op"
+	if [ -n "$_of" ]; then
+		_schg "$_op"
+	fi
+}
+
+# inst_o OWNER GROUP MODE FLAGS SRC DST: install one file (an existing DST
+# is unflagged and removed first: it may be read-only or immutable).
+inst_o() {
+	echo "install -o $1 -g $2 -m $3${4:+ -f$4 -S} $5 $6"
+	_unflag "$6"
+	rm -f "$6"
+	cp "$5" "$6"
+	_own file "$6" "$1" "$2" "$3" "$4" "size=$(wc -c <"$6" | tr -d ' ')"
+}
+
+# inst MODE SRC DST: install one file owned by root:wheel.
+inst() {
+	inst_o root wheel "$1" "" "$2" "$3"
+}
+
+# symlink TARGET LINK: ln -s, owned by root:wheel (install -l s).
+symlink() {
+	echo "ln -sf $1 $2"
+	rm -f "$2"
+	ln -s "$1" "$2"
+	if _no_root; then
+		_meta link "$2" root wheel 755 "link=$1"
+	fi
+}
+
+# mkdirs MODE DIR...: make directories under DESTDIR with MODE, owned by root:wheel.
 mkdirs() {
 	_mode=$1
 	shift
 	for _x in "$@"; do
 		mkdir -p "$DESTDIR/$_x"
-		chmod "$_mode" "$DESTDIR/$_x"
+		_own dir "$DESTDIR/$_x" root wheel "$_mode" ""
 	done
+}
+
+# defined MAKEFILE VAR: whether the Makefile sets VAR (even to nothing).
+defined() {
+	awk -v v="$2" '
+	{
+		n = index($0, "=")
+		if (n == 0)
+			next
+		k = substr($0, 1, n - 1)
+		sub(/[ \t]+$/, "", k)
+		if (k == v)
+			found = 1
+	}
+	END { exit !found }' "$1"
+}
+
+# precious MAKEFILE PRECIOUSVAR: "schg" when the file is precious and NO_FSCHG is unset.
+precious() {
+	if defined "$1" "$2" && [ -z "${NO_FSCHG:-}" ]; then
+		echo schg
+	fi
 }
 
 # check_ugid: FreeBSD's installcheck_UGID.  Without DB_FROM_SRC the users
@@ -51,6 +180,7 @@ installworld() {
 	box "Install check world"
 	box "Making hierarchy"
 	mkdir -p "$DESTDIR"
+	_own dir "$DESTDIR" root wheel 755 ""
 	mkdirs 755 bin boot boot/defaults boot/lua etc lib mnt sbin usr usr/bin \
 	    usr/include usr/include/sys usr/lib usr/sbin usr/share usr/share/mk var
 	mkdirs 750 root
@@ -77,10 +207,9 @@ installworld() {
 		done
 		inst 444 "$OBJTOP/$_d/$_lib.a" "$DESTDIR/usr/lib/$_lib.a"
 		if [ -n "$_major" ]; then
-			inst 444 "$OBJTOP/$_d/$_lib.so.$_major" "$DESTDIR/usr/lib/$_lib.so.$_major"
-			echo "ln -sf $_lib.so.$_major $DESTDIR/usr/lib/$_lib.so"
-			rm -f "$DESTDIR/usr/lib/$_lib.so"
-			ln -s "$_lib.so.$_major" "$DESTDIR/usr/lib/$_lib.so"
+			inst_o root wheel 444 "$(precious "$SRCTOP/$_d/Makefile" PRECIOUSLIB)" \
+			    "$OBJTOP/$_d/$_lib.so.$_major" "$DESTDIR/usr/lib/$_lib.so.$_major"
+			symlink "$_lib.so.$_major" "$DESTDIR/usr/lib/$_lib.so"
 		fi
 	done
 
@@ -89,11 +218,13 @@ installworld() {
 		_p=$(mkvar "$SRCTOP/$_d/Makefile" PROG)
 		_bindir=$(mkvar "$SRCTOP/$_d/Makefile" BINDIR)
 		_mode=$(mkvar "$SRCTOP/$_d/Makefile" BINMODE)
-		inst "${_mode:-555}" "$OBJTOP/$_d/$_p" "$DESTDIR${_bindir:-/usr/bin}/$_p"
+		_owner=$(mkvar "$SRCTOP/$_d/Makefile" BINOWN)
+		_group=$(mkvar "$SRCTOP/$_d/Makefile" BINGRP)
+		inst_o "${_owner:-root}" "${_group:-wheel}" "${_mode:-555}" \
+		    "$(precious "$SRCTOP/$_d/Makefile" PRECIOUSPROG)" \
+		    "$OBJTOP/$_d/$_p" "$DESTDIR${_bindir:-/usr/bin}/$_p"
 	done
-	echo "ln -sf loader.efi $DESTDIR/boot/loader"
-	rm -f "$DESTDIR/boot/loader"
-	ln -s loader.efi "$DESTDIR/boot/loader"
+	symlink loader.efi "$DESTDIR/boot/loader"
 
 	echo "===> stand (install)"
 	inst 444 "$SRCTOP/stand/defaults/loader.conf" "$DESTDIR/boot/defaults/loader.conf"
@@ -111,6 +242,7 @@ distribution() {
 	check_ugid
 	box "Making hierarchy"
 	mkdir -p "$DESTDIR"
+	_own dir "$DESTDIR" root wheel 755 ""
 	mkdirs 755 etc etc/defaults
 	echo "===> etc (distribution)"
 	midpoint etc/master.passwd
@@ -122,7 +254,7 @@ distribution() {
 	    /^#/ { print; next }
 	    NF == 10 { print $1, "*", $3, $4, $8, $9, $10 }' \
 	    "$SRCTOP/etc/master.passwd" >"$DESTDIR/etc/passwd"
-	chmod 644 "$DESTDIR/etc/passwd"
+	_own file "$DESTDIR/etc/passwd" root wheel 644 "" "size=$(wc -c <"$DESTDIR/etc/passwd" | tr -d ' ')"
 	for _f in group hosts shells; do
 		inst 644 "$SRCTOP/etc/$_f" "$DESTDIR/etc/$_f"
 	done
@@ -139,6 +271,7 @@ installkernel() {
 	    die "No kernel \"$KERNCONF\" to install."
 	box "Installing kernel $KERNCONF on $(now)"
 	mkdir -p "$DESTDIR"
+	_own dir "$DESTDIR" root wheel 755 ""
 	mkdirs 755 boot
 	if [ -d "$DESTDIR/boot/kernel" ]; then
 		echo "mv $DESTDIR/boot/kernel $DESTDIR/boot/kernel.old"

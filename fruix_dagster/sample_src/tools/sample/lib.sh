@@ -7,10 +7,11 @@ HR=--------------------------------------------------------------
 
 # What the world is made of; each directory holds a FreeBSD-style Makefile
 # with one "VAR= value" per line (PROG, SRCS, LIBADD, BINDIR, BINMODE, LIB,
-# SHLIB_MAJOR, INCS), read by mkvar below, never run by make.
+# BINOWN, BINGRP, PRECIOUSPROG, SHLIB_MAJOR, INCS, PRECIOUSLIB), read by
+# mkvar below, never run by make.
 BOOTSTRAP_TOOLS="tools/build/mkbuildinfo"
 WORLD_LIBS="lib/libsample lib/libsampleutil"
-WORLD_PROGS="bin/cat bin/echo sbin/init usr.bin/hello usr.bin/su stand/efi/loader"
+WORLD_PROGS="bin/cat bin/echo sbin/init sbin/shutdown usr.bin/hello usr.bin/su usr.bin/wall stand/efi/loader"
 
 die() {
 	echo "ERROR: $*" >&2
