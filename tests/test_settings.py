@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from fruix_dagster import settings as S
 from fruix_dagster.errors import ConfigError, FruixError
+from fruix_dagster.settings.messages import toml_key, toml_value
+from fruix_dagster.settings.model import known_keys
 from fruix_dagster.settings import (
     EMBEDDED_SOURCE,
     BuildSettings,
@@ -248,7 +250,7 @@ def test_embedded_default_with_dagster_home(tmp_path):
     assert s.store.root == f"{dh}/fruix/artifacts"
     assert s.build.jobs == (os.cpu_count() or 1)
     assert s.source.from_ == "path"
-    assert s.source.path == str(Path(S.__file__).resolve().parent / "sample_src")
+    assert s.source.path == str(Path(S.__file__).resolve().parent.parent / "sample_src")  # fruix_dagster/sample_src
     assert [(g.name, g.kind, g.system) for g in s.guests] == [("local", "local", "plain")]
     (t,) = s.targets
     assert (t.name, t.guest, t.target, t.target_arch, t.kernconf) == ("amd64", "local", "amd64", "amd64", "GENERIC")
@@ -619,13 +621,13 @@ _values = st.recursive(
 )
 _paths = st.sampled_from(
     [("build",), ("source",), ("store",), ("slices",), ("schedule",), ("sensor",), ("history",), ("guest",), ("target",)]
-    + [("build", k) for k in S._BUILD_KEYS]
-    + [("source", k) for k in S._SOURCE_KEYS]
-    + [("slices", k) for k in S._SLICE_KEYS]
-    + [("schedule", k) for k in S._SCHEDULE_KEYS]
-    + [("guest", 0, k) for k in S._GUEST_KEYS]
-    + [("guest", 0, "xcpng", k) for k in S._XCPNG_KEYS]
-    + [("target", 0, k) for k in S._TARGET_KEYS]
+    + [("build", k) for k in known_keys(S.BuildSettings)]
+    + [("source", k) for k in known_keys(S.SourceSettings)]
+    + [("slices", k) for k in known_keys(S.SliceSettings)]
+    + [("schedule", k) for k in known_keys(S.ScheduleSettings)]
+    + [("guest", 0, k) for k in known_keys(S.Guest)]
+    + [("guest", 0, "xcpng", k) for k in known_keys(S.XcpngSettings)]
+    + [("target", 0, k) for k in known_keys(S.Target)]
 )
 
 
@@ -646,7 +648,7 @@ def test_fuzz_never_anything_but_config_error(tmp_path, mutations):
         else:
             if isinstance(node, dict):
                 node[path[-1]] = value
-    text = "".join(f"{S._toml_key(k)} = {S._toml_value(v)}\n" for k, v in doc.items())
+    text = "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in doc.items())
     p = tmp_path / "fuzz.toml"
     p.write_text(text, encoding="utf-8")
     try:
