@@ -20,8 +20,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
-	# dagster-postgres for dagster 1.13.28 is not published; 0.29.27 works with it but pins 1.13.27
-	$(BIN)/pip install -q --no-deps dagster-postgres==0.29.27
+	# one coherent release set: any conflict fails the install here
+	$(BIN)/pip check
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip check
 	touch $@
 
 install: $(VENV)/.installed
@@ -39,9 +44,10 @@ demo: install dagster-home
 	env -u FRUIX_CONFIG $(BIN)/fruix-dagster build
 	env -u FRUIX_CONFIG $(BIN)/fruix-dagster report
 
-# The Dagster UI on http://127.0.0.1:3000 with the daemon (schedules, queue).
-dev: install dagster-home
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+# The Dagster UI on http://127.0.0.1:3000 with the daemon (schedules, queue),
+# through dg ([tool.dg] in pyproject.toml), as with the venv activated.
+dev: $(VENV)/.installed-dev dagster-home
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 test-deps:
 	@missing=""; for p in $(TEST_DEBS); do \
@@ -54,6 +60,7 @@ test-deps:
 	fi
 
 test: install-test test-deps
+	$(BIN)/pip check
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

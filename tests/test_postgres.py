@@ -17,28 +17,16 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from fruix_dagster.defs.jobs import GUEST_TAG
 from fruix_dagster.defs.records import latest
 from tests.conftest import REPO, LocalBuild, copy_sample
 from tests.support.postgres import PostgresServer, postgres_server  # noqa: F401
 
-try:
-    with warnings.catch_warnings():   # 0.29.27 on dagster 1.13.28: see MISSING_DAGSTER_POSTGRES
-        warnings.filterwarnings("ignore", message="Found version mismatch", category=UserWarning)
-        import dagster_postgres
-except ImportError:          # a missing prerequisite fails the test (below), it is not skipped
-    dagster_postgres = None
-
-MISSING_DAGSTER_POSTGRES = (
-    "dagster-postgres is not installed in this venv: its release for dagster 1.13.28 (0.29.28) is not "
-    "published and 0.29.27 pins dagster==1.13.27, so pyproject.toml cannot list it; install it with "
-    "`pip install --no-deps dagster-postgres==0.29.27` (psycopg2-binary comes with the test extras)")
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 ASSETS = ["freebsd_source", "world_build", "kernel_build", "world_stage", "kernel_stage",
           "headers_slice", "bootloader_slice"]
@@ -76,8 +64,6 @@ def kv(text: str) -> dict[str, str]:
 
 
 def test_full_graph_on_postgres_survives_a_server_restart(tmp_path, monkeypatch, postgres_server):
-    if dagster_postgres is None:
-        pytest.fail(MISSING_DAGSTER_POSTGRES)
     pg = postgres_server
     home = tmp_path / "dagster-home"
     home.mkdir()
@@ -93,7 +79,6 @@ def test_full_graph_on_postgres_survives_a_server_restart(tmp_path, monkeypatch,
     lb.rewrite()
     monkeypatch.setenv("FRUIX_CONFIG", str(lb.settings_path))
 
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
     assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
