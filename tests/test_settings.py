@@ -311,7 +311,7 @@ RICH = f"""
 jobs = 32
 build_root = "/usr/obj/fruix build"
 make = "/usr/bin/make"
-make_vars = {{ "A.B" = "dotted", QUOTES = "say \\"hi\\" \\\\ 'there'", SHELLY = "$(rm -rf /); `x` && y", NL = "line1\\nline2\\ttab", UNI = "\u00e9\u2603" }}
+make_vars = {{ "A.B" = "dotted", QUOTES = "say \\"hi\\" \\\\ 'there'", SHELLY = "$(rm -rf /); `x` && y", NL = "line1 line2 spaced", UNI = "\u00e9\u2603" }}
 kernel_make_vars = {{ KERNFAST = "yes" }}
 world_make_vars = {{ WITHOUT_TESTS = "yes" }}
 clean = true
@@ -368,7 +368,7 @@ name = "xcp"
 kind = "xcpng"
 private_key = "/k/id"
 passphrase_env = "PP"
-known_hosts = "/k/known_hosts"
+known_hosts = "/k/known\\thosts"  # a control character a host path may hold: rendered and read back
 xcpng = {{ url = "https://xcp.example/api", password_env = "XAPI_PW", vm_uuid = "{VM_UUID.upper()}", after = "shutdown", revert_to = "pre-build", boot_timeout = 1, insecure = true, request_timeout = 0.25 }}
 
 [[target]]
@@ -406,7 +406,7 @@ def test_rich_file_values(tmp_path):
     s = load_settings(write(tmp_path, RICH), env(tmp_path))
     mv = dict(s.build.make_vars)
     assert mv["SHELLY"] == "$(rm -rf /); `x` && y"
-    assert mv["NL"] == "line1\nline2\ttab"
+    assert mv["NL"] == "line1 line2 spaced"
     assert mv["A.B"] == "dotted"
     assert s.build.silent_timeout_minutes == 0.001
     assert s.store.root == str(tmp_path / "relative" / "store")
@@ -461,6 +461,14 @@ INVALID = [
     ("make-var-int", "[build]\nmake_vars = { WITH_X = 1 }\n" + LOCAL_GUEST + TARGET, "build.make_vars.WITH_X", "got 1 (an integer"),
     ("make-var-bool", "[build]\nworld_make_vars = { WITH_X = true }\n" + LOCAL_GUEST + TARGET, "build.world_make_vars.WITH_X", "got true"),
     ("make-var-nul", '[build]\nmake_vars = { X = "a\\u0000b" }\n' + LOCAL_GUEST + TARGET, "build.make_vars.X", "'a\\x00b'"),
+    # issue 13 item 8: a control character in a make variable value (a newline would end make's command line)
+    ("make-var-newline", '[build]\nmake_vars = { X = "a\\nrm -rf /" }\n' + LOCAL_GUEST + TARGET, "build.make_vars.X", "'a\\nrm -rf /'"),
+    ("make-var-cr", '[build]\nkernel_make_vars = { KERNFAST = "yes\\r" }\n' + LOCAL_GUEST + TARGET, "build.kernel_make_vars.KERNFAST", "'yes\\r'"),
+    ("make-var-tab", '[build]\nworld_make_vars = { WITHOUT_TESTS = "yes\\tno" }\n' + LOCAL_GUEST + TARGET, "build.world_make_vars.WITHOUT_TESTS", "'yes\\tno'"),
+    ("make-var-esc", '[build]\nmake_vars = { "MK.X" = "\\u001b[31mred" }\n' + LOCAL_GUEST + TARGET, 'build.make_vars."MK.X"', "'\\x1b[31mred'"),
+    ("make-var-del", '[build]\nmake_vars = { X = "a\\u007f" }\n' + LOCAL_GUEST + TARGET, "build.make_vars.X", "'a\\x7f'"),
+    ("make-var-unit-separator", '[build]\nmake_vars = { X = "a\\u001fb" }\n' + LOCAL_GUEST + TARGET, "build.make_vars.X", "'a\\x1fb'"),
+    ("make-var-c1-csi", '[build]\nmake_vars = { X = "a\\u009b2J" }\n' + LOCAL_GUEST + TARGET, "build.make_vars.X", "'a\\x9b2J'"),
     ("make-var-unquoted-dot", '[build]\nmake_vars = { A.B = "x" }\n' + LOCAL_GUEST + TARGET, "build.make_vars.A", "a table"),
     ("clean-with-without-clean", '[build]\nclean = true\nmake_vars = { WITHOUT_CLEAN = "yes" }\n' + LOCAL_GUEST + TARGET, "build.make_vars.WITHOUT_CLEAN", "'yes'"),
     ("timeout-zero", "[build]\ntimeout_hours = 0\n" + LOCAL_GUEST + TARGET, "build.timeout_hours", "got 0"),
@@ -582,6 +590,29 @@ def test_every_reserved_make_var_is_rejected_and_srcconf_is_not(tmp_path):
                 load_settings(p, env(tmp_path))
     p = write(tmp_path, '[build]\nmake_vars = { SRCCONF = "/dev/null", destdir = "lower case is not DESTDIR" }\n' + LOCAL_GUEST + TARGET)
     assert dict(load_settings(p, env(tmp_path)).build.make_vars)["SRCCONF"] == "/dev/null"
+
+
+@pytest.mark.parametrize("char,named", [("\n", "a newline, U+000A"), ("\r", "a carriage return, U+000D"),
+                                        ("\t", "a tab, U+0009"), ("\x00", "NUL, U+0000"), ("\x1b", "ESC, U+001B"),
+                                        ("\x7f", "DEL, U+007F"), ("\x1f", "a control character, U+001F"),
+                                        ("\x85", "a control character, U+0085")])
+def test_make_var_control_character_is_refused_with_one_message(tmp_path, char, named):
+    """Issue 13 item 8: make would run the text after a newline as a second shell command."""
+    for table in ("make_vars", "kernel_make_vars", "world_make_vars"):
+        doc = {"build": {table: {"WITH_X": f"yes{char}touch /tmp/pwned"}},
+               "guest": [{"name": "a", "kind": "local"}], "target": [{"name": "amd64", "guest": "a"}]}
+        p = tmp_path / "ctl.toml"
+        p.write_text("".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in doc.items()), encoding="utf-8")
+        with pytest.raises(ConfigError) as ei:
+            load_settings(p, env(tmp_path))
+        msg = str(ei.value)
+        assert msg.startswith(f"{p}: build.{table}.WITH_X: must be a string without control characters "
+                              "(make would run the text after a newline as a second shell command), got "), msg
+        assert f"({named}, at position 3); write the value on one line" in msg, msg
+        assert "\n" not in msg and "\r" not in msg and char not in msg, msg
+    # spaces, quotes and shell syntax stay allowed: they reach make as one argv word
+    p = write(tmp_path, '[build]\nmake_vars = { X = "a b  c; $(d) \\"e\\"" }\n' + LOCAL_GUEST + TARGET)
+    assert dict(load_settings(p, env(tmp_path)).build.make_vars)["X"] == 'a b  c; $(d) "e"'
 
 
 def test_misplaced_top_level_key_gets_a_hint(tmp_path):

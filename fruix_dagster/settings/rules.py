@@ -346,6 +346,28 @@ TimeZone = _rule(str, _timezone)
 # -- compound values --------------------------------------------------------------
 
 
+_CONTROL_NAMES = {"\0": "NUL", "\t": "a tab", "\n": "a newline", "\r": "a carriage return", "\x1b": "ESC", "\x7f": "DEL"}
+_MAKE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, C0 and C1
+
+
+def _no_control(value: str, k: str) -> None:
+    """A make variable value holds no control character (issue 13 item 8).
+
+    make takes a newline in a value as the end of the command line and runs the
+    rest as a second shell command; CR, NUL and the other C0/C1 controls (ESC,
+    DEL, U+0080–U+009F) have no use in a build knob and would reach logs and
+    terminals. TAB is refused too: it is a control character, invisible in the
+    logs and metadata that show the value, and a space does what it would do.
+    """
+    m = _MAKE_CONTROL.search(value)
+    if m:
+        c = m.group()
+        what = f"{_CONTROL_NAMES.get(c, 'a control character')}, U+{ord(c):04X}, at position {m.start()}"
+        raise bad(f"must be a string without control characters (make would run the text after a newline as a "
+                  f"second shell command), got {show(value)} ({what}); write the value on one line, "
+                  "with spaces instead of tabs", k)
+
+
 def _make_vars(v: Any) -> MakeVars:
     """A ``{ NAME = "value" }`` table → sorted ``(NAME, value)`` pairs."""
     if isinstance(v, tuple):  # already validated (dataclasses.replace, direct construction)
@@ -359,8 +381,7 @@ def _make_vars(v: Any) -> MakeVars:
         if name in RESERVED_MAKE_VARS:
             raise bad(f"is reserved ({RESERVED_MAKE_VARS[name]}), got {show(value)}; remove it", k)
         if isinstance(value, str):
-            if "\0" in value:
-                raise expect("must be a string without NUL", value, sub=k)
+            _no_control(value, k)
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
