@@ -257,6 +257,33 @@ def test_db_from_src_missing_gives_freebsds_error(target: str, tmp_path: Path) -
     assert not (tmp_path / "stage").exists()
 
 
+@pytest.mark.parametrize("make", MAKES)
+def test_kernfast_on_an_unconfigured_kernel_fails_as_freebsd_does(make: str, tmp_path: Path) -> None:
+    """Makefile.inc1: defined(KERNFAST) skips config(8); nothing creates the kernel's
+    object directory, so buildkernel stops at its first ``cd`` into it."""
+    src, obj = copy_src(tmp_path / "src"), tmp_path / "obj"
+    kobj = obj / f"{str(src.resolve()).lstrip('/')}/amd64.amd64/sys/GENERIC"
+    out = run(make, "buildkernel", src, obj, "KERNCONF=GENERIC", "KERNFAST=yes", jobs=2, check=False)
+    assert ">>> stage 1: configuring the kernel" not in out
+    assert f"cd: /{kobj.relative_to('/')}: No such file or directory" in out
+    assert "*** Error code 2" in out and "Stop." in out
+    assert "completed on" not in out
+    assert not kobj.exists()
+    # after a configuring build, the same KERNFAST build succeeds
+    run(make, "buildkernel", src, obj, "KERNCONF=GENERIC", jobs=2)
+    out = run(make, "buildkernel", src, obj, "KERNCONF=GENERIC", "KERNFAST=yes", jobs=2)
+    assert ">>> Kernel(s)  GENERIC built in " in out
+
+
+def test_db_from_src_is_tested_with_defined(tmp_path: Path) -> None:
+    """DB_FROM_SRC=no still means *on* (Makefile.inc1 ``.if defined(DB_FROM_SRC)``)."""
+    assert subprocess.run(["id", "auditdistd"], capture_output=True).returncode != 0
+    out = run("bmake", "distribution", SAMPLE, tmp_path / "obj", f"DESTDIR={tmp_path}/stage",
+              "DB_FROM_SRC=no")
+    assert DB_ERROR not in out
+    assert (tmp_path / "stage/etc/master.passwd").exists()
+
+
 def test_makeobjdirprefix_is_required(tmp_path: Path) -> None:
     p = subprocess.run(["env", "-u", "MAKEOBJDIRPREFIX", make_exe("make"), "buildworld"], cwd=SAMPLE,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
@@ -318,7 +345,8 @@ def test_unknown_kernconf_and_unbuilt_kernel_fail(tmp_path: Path) -> None:
 def test_kernfast_and_without_clean_rebuild_only_what_changed(make: str, tmp_path: Path) -> None:
     src, obj = copy_src(tmp_path / "src"), tmp_path / "obj"
     run(make, "buildkernel", src, obj, jobs=2)
-    fast = run(make, "buildkernel", src, obj, "KERNFAST=yes", jobs=2)
+    # KERNFAST is tested with defined(): "no" turns it on too
+    fast = run(make, "buildkernel", src, obj, "KERNCONF=GENERIC", "KERNFAST=no", jobs=2)
     assert_in_order(fast, [">>> stage 2.3: build tools", ">>> stage 3.1: building everything",
                            ">>> Kernel(s)  GENERIC built in "])
     assert ">>> stage 1:" not in fast and ">>> stage 2.1:" not in fast
@@ -326,13 +354,18 @@ def test_kernfast_and_without_clean_rebuild_only_what_changed(make: str, tmp_pat
     time.sleep(1.1)  # bmake compares mtimes in whole seconds
     with open(src / "sys/kern/subr_prf.c", "a") as f:
         f.write("/* changed */\n")
-    fast = run(make, "buildkernel", src, obj, "KERNFAST=yes", jobs=2)
+    # KERNFAST=NAME without KERNCONF is Makefile.inc1's shorthand for KERNCONF=NAME -DKERNFAST
+    fast = run(make, "buildkernel", src, obj, "KERNFAST=GENERIC", jobs=2)
+    assert ">>> Kernel build for GENERIC started on " in fast and ">>> stage 1:" not in fast
     assert COMPILE.findall(fast) == [" -c sys/kern/subr_prf.c -o "]
     assert re.search(r"-o kernel ", fast)
 
     first = run(make, "buildworld", src, obj, jobs=2)
     again = run(make, "buildworld", src, obj, "WITHOUT_CLEAN=yes", jobs=2)
     assert ">>> stage 2.1:" not in again and not COMPILE.search(again)
+    for knob in ("WITHOUT_CLEAN=no", "NO_CLEAN=", "NO_CLEAN=no"):  # defined(), whatever the value
+        again = run(make, "buildworld", src, obj, knob, jobs=2)
+        assert ">>> stage 2.1:" not in again and not COMPILE.search(again), knob
     assert ">>> World build completed on" in again
     clean = run(make, "buildworld", src, obj, jobs=2)
     assert ">>> stage 2.1: cleaning up the object tree" in clean

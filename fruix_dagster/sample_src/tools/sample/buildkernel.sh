@@ -3,6 +3,11 @@
 # The kernel for KERNCONF (a file in sys/$TARGET/conf) is built in
 # $OBJTOP/sys/$KERNCONF, like FreeBSD's KRNLOBJDIR.
 
+# Makefile.inc1: "KERNFAST=Blah" is short for "KERNCONF=Blah -DKERNFAST"
+# when KERNCONF is not given and KERNFAST is not "1".
+if is_defined KERNFAST && [ -z "${KERNCONF:-}" ] && [ "$KERNFAST" != 1 ]; then
+	KERNCONF=$KERNFAST
+fi
 KERNCONF=${KERNCONF:-GENERIC}
 CONFFILE=$SRCTOP/sys/$TARGET/conf/$KERNCONF
 case $KERNCONF in
@@ -140,18 +145,23 @@ START=$(date +%s)
 box "Kernel build for $KERNCONF started on $(now)"
 echo "===> $KERNCONF"
 echo "mkdir -p $OBJTOP/sys"
-mkdir -p "$KOBJ"
-rm -f "$KOBJ/.sample-kernel-built"
+mkdir -p "$OBJTOP/sys"
 
-if ! is_on "${KERNFAST:-}" || [ ! -f "$KERNMK" ]; then
+# Makefile.inc1 buildkernel: defined(KERNFAST) sets NO_KERNELCONFIG,
+# NO_KERNELCLEAN and NO_KERNELOBJ, whatever its value.  Without config(8)
+# nothing creates the kernel's object directory, and the first
+# "cd ${KRNLOBJDIR}/${_kernel}" of an unconfigured kernel fails.
+if ! is_defined KERNFAST; then
 	stage "stage 1: configuring the kernel"
 	echo "config -d $KOBJ $CONFFILE"
+	mkdir -p "$KOBJ"
 	config
 	echo "Kernel build directory is $KOBJ"
 	echo "Don't forget to do \`\`make cleandepend && make depend''"
 fi
+rm -f "$KOBJ/.sample-kernel-built"
 
-if ! is_on "${KERNFAST:-}" && ! is_on "${WITHOUT_CLEAN:-}"; then
+if cleaning && ! is_defined KERNFAST; then
 	stage "stage 2.1: cleaning up the object tree"
 	echo "rm -f $KOBJ/*.o $KOBJ/kernel $KOBJ/genassym $KOBJ/assym.h $KOBJ/vers.c"
 	rm -f "$KOBJ"/*.o "$KOBJ/kernel" "$KOBJ/genassym" "$KOBJ/assym.h" "$KOBJ/vers.c"
@@ -163,6 +173,27 @@ if ! is_on "${KERNFAST:-}" && ! is_on "${WITHOUT_CLEAN:-}"; then
 fi
 
 stage "stage 2.3: build tools"
+# kernfast_unconfigured: how FreeBSD's make stops when KERNFAST meets a
+# kernel object directory that config(8) never wrote (sh's cd error, then
+# make's, from the buildkernel recipe in Makefile.inc1).
+if [ ! -d "$KOBJ" ] || [ ! -f "$KERNMK" ]; then
+	{
+		if [ ! -d "$KOBJ" ]; then
+			echo "cd: $KOBJ: No such file or directory"
+		else
+			echo "make: don't know how to make all. Stop"
+		fi
+		echo "*** Error code 2"
+		echo
+		echo "Stop."
+		echo "make[1]: stopped in $SRCTOP"
+		echo "*** Error code 1"
+		echo
+		echo "Stop."
+		echo "make: stopped in $SRCTOP"
+	} >&2
+	exit 2
+fi
 submake "$KERNMK" buildtools
 
 stage "stage 3.1: building everything"

@@ -7,7 +7,7 @@ START=$(date +%s)
 box "World build started on $(now)"
 WORLDMK=$WORLDTMP/world.mk
 rm -f "$OBJTOP/.sample-world-built"
-if ! is_on "${WITHOUT_CLEAN:-}"; then
+if cleaning; then
 	rm -rf "$WORLDTMP"
 fi
 mkdir -p "$WORLDTMP/legacy/bin" "$WORLDTMP/usr/include"
@@ -106,7 +106,7 @@ echo "===> generated $WORLDMK"
 stage "stage 1.2: bootstrap tools"
 submake "$WORLDMK" bootstrap-tools
 
-if ! is_on "${WITHOUT_CLEAN:-}"; then
+if cleaning; then
 	stage "stage 2.1: cleaning up the object tree"
 	for _x in "$OBJTOP"/*; do
 		case $_x in

@@ -28,7 +28,7 @@ DESTDIR=$(printf '%s\n' "$DESTDIR" | sed 's:/*$::')
 #   or flagged: every entry is logged to METALOG (default DESTDIR/METALOG) as
 #   install -U -M writes it: "./path type=file uname=U gname=G mode=0NNN
 #   size=N [flags=schg]" (mtree -W for directories, install -l s for links).
-_no_root() { [ -n "${NO_ROOT:-}" ]; }
+_no_root() { is_defined NO_ROOT; }
 if _no_root; then
 	METALOG=${METALOG:-$DESTDIR/METALOG}
 	case $METALOG in
@@ -39,7 +39,7 @@ fi
 
 # _id passwd|group NAME: the numeric id of NAME (from this tree with DB_FROM_SRC).
 _id() {
-	if is_on "${DB_FROM_SRC:-}"; then
+	if is_defined DB_FROM_SRC; then
 		if [ "$1" = passwd ]; then _db=$SRCTOP/etc/master.passwd; else _db=$SRCTOP/etc/group; fi
 		_n=$(awk -F: -v n="$2" '$1 == n { print $3; exit }' "$_db")
 	elif [ "$1" = passwd ]; then
@@ -90,7 +90,7 @@ _own() {
 		_meta "$_ot" "$_op" "$_oo" "$_og" "$_om" "$@" ${_of:+flags=$_of}
 		return 0
 	fi
-	if is_on "${DB_FROM_SRC:-}"; then
+	if is_defined DB_FROM_SRC; then
 		_who=$(_id passwd "$_oo"):$(_id group "$_og")
 	else
 		_who=$_oo:$_og
@@ -155,7 +155,7 @@ defined() {
 
 # precious MAKEFILE PRECIOUSVAR: "schg" when the file is precious and NO_FSCHG is unset.
 precious() {
-	if defined "$1" "$2" && [ -z "${NO_FSCHG:-}" ]; then
+	if defined "$1" "$2" && ! is_defined NO_FSCHG; then
 		echo schg
 	fi
 }
@@ -163,7 +163,7 @@ precious() {
 # check_ugid: FreeBSD's installcheck_UGID.  Without DB_FROM_SRC the users
 # and groups must exist on the running system; with it, in the tree's etc/.
 check_ugid() {
-	if is_on "${DB_FROM_SRC:-}"; then
+	if is_defined DB_FROM_SRC; then
 		grep -q '^auditdistd:' "$SRCTOP/etc/master.passwd" ||
 		    die "Required auditdistd user is missing, see /usr/src/UPDATING."
 		grep -q '^audit:' "$SRCTOP/etc/group" ||

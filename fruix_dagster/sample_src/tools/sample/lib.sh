@@ -37,7 +37,27 @@ now() {
 	LC_ALL=C date
 }
 
-# is_on VALUE: a knob is on when set to anything but empty or "no".
+# is_defined NAME: FreeBSD's ".if defined(NAME)" for option knobs (KERNFAST,
+# DB_FROM_SRC, NO_CLEAN, NO_ROOT, NO_FSCHG, WITHOUT_*): on whenever the variable is set, with
+# any value -- "no" and the empty string included (Makefile.inc1,
+# share/mk/bsd.mkopt.mk).  The top-level Makefile leaves these variables in
+# the environment only when they were given to make.
+is_defined() {
+	case " ${SAMPLE_DEFINED:-} " in
+	*" $1 "*) return 0 ;;
+	esac
+	eval "[ -n \"\${$1+set}\" ]"
+}
+
+# cleaning: FreeBSD's MK_CLEAN for buildworld and buildkernel: off when
+# NO_CLEAN or WITHOUT_CLEAN is defined (Makefile.inc1 "!defined(NO_CLEAN)",
+# bsd.mkopt.mk "defined(WITHOUT_${var})").
+cleaning() {
+	! is_defined NO_CLEAN && ! is_defined WITHOUT_CLEAN
+}
+
+# is_on VALUE: the sample's own knobs (SAMPLE_TIMESTAMP): on when set to
+# anything but empty or "no".  FreeBSD's options use defined() above.
 is_on() {
 	case ${1:-} in
 	'' | [Nn][Oo]) return 1 ;;
