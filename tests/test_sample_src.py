@@ -373,6 +373,21 @@ def test_kernfast_and_without_clean_rebuild_only_what_changed(make: str, tmp_pat
 
 
 @pytest.mark.parametrize("make", MAKES)
+def test_a_changed_header_rebuilds_exactly_its_includers(make: str, tmp_path: Path) -> None:
+    """Per-object header dependencies, as FreeBSD's .depend files have them."""
+    src, obj = copy_src(tmp_path / "src"), tmp_path / "obj"
+    run(make, "buildworld", src, obj, "WITHOUT_CLEAN=yes", jobs=2)
+    includers = sorted(str(c.relative_to(src)) for c in src.rglob("*.c")
+                       if re.search(r'#include [<"]libsample\.h[>"]', c.read_text()))
+    assert len(includers) >= 5
+    time.sleep(1.1)  # bmake compares mtimes in whole seconds
+    with open(src / "lib/libsample/libsample.h", "a") as f:
+        f.write("/* changed */\n")
+    out = run(make, "buildworld", src, obj, "WITHOUT_CLEAN=yes", jobs=2)
+    assert sorted(m.group(1) for m in re.finditer(r" -c (\S+\.c) -o ", out)) == includers
+
+
+@pytest.mark.parametrize("make", MAKES)
 def test_jobs_compile_in_parallel(make: str, tmp_path: Path) -> None:
     """A CC wrapper counts the compilers running at once: -j2 must reach 2."""
     running, counts = tmp_path / "running", tmp_path / "counts"

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import dagster as dg
 
+from fruix_dagster.build import kernfast
 from fruix_dagster.build.make import BuildPlan
 from fruix_dagster.build.markers import Marker
 from fruix_dagster.build.run import Limits, StepOutcome, run_step
@@ -320,17 +321,24 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
         plan = run.plan()
         run.expect_upstream("world_build", plan.steps["buildworld"].fingerprint)
         conf_path = f"sys/{run.target.target}/conf/{run.target.kernconf}"
-        conf_sha = guest_sha256(run.session.transport, plan.source_root, [conf_path]).get(conf_path, "")
-        last = latest(context.instance, "kernel_build", run.target.name)
-        kernfast = bool(last and conf_sha and last.metadata.get("kernconf") == run.target.kernconf
-                        and last.metadata.get("kernconf_sha256") == conf_sha
-                        and last.metadata.get("build_root") == plan.build_root)
-        if kernfast:
+        transport = run.session.transport
+        conf_sha = guest_sha256(transport, plan.source_root, [conf_path]).get(conf_path, "")
+        decision = kernfast.decide(
+            transport, build_root=plan.build_root, source_root=plan.source_root,
+            target=run.target.target, target_arch=run.target.target_arch,
+            kernconf=run.target.kernconf, clean=run.options.clean or run.settings.build.clean)
+        context.log.info(decision.reason)
+        if decision.kernfast:
             plan = run.plan(kernfast=True)
-            context.log.info(f"kernel config {conf_path} unchanged since the last kernel build: KERNFAST=yes")
+        elif not run.session.steps.reusable(plan.steps["buildkernel"]) or run.options.force:
+            kernfast.forget(transport, decision)
         outcome = run.run("buildkernel", plan, history_asset="kernel_build")
+        if outcome.ran_make and not decision.kernfast:
+            kernfast.remember(transport, decision, plan.source_root)
         meta = {**_build_meta(run, outcome), "kernconf": run.target.kernconf,
-                "kernconf_sha256": conf_sha, "kernfast": kernfast, "build_root": plan.build_root}
+                "kernconf_sha256": conf_sha, "kernfast": decision.kernfast,
+                "kernfast_reason": decision.reason, "kernel_config_inputs": decision.inputs_digest,
+                "build_root": plan.build_root}
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(outcome.step.fingerprint))
 
     @dg.asset(deps=[world_build], code_version=CODE_VERSIONS["world_stage"], **common,

@@ -44,7 +44,7 @@ gen_world_mk() {
 		_major=$(mkvar "$SRCTOP/$_d/Makefile" SHLIB_MAJOR)
 		_objs=
 		for _s in $(srcs "$_d"); do
-			rule_cc "$_o/${_s%.c}.o" "$_d/$_s" -fPIC "$(hdrs "$_d")"
+			rule_cc "$_o/${_s%.c}.o" "$_d/$_s" -fPIC "$(incdeps "$_d" "$_s")"
 			_objs="$_objs ${_s%.c}.o"
 		done
 		_deps=$(for _x in $_objs; do printf ' %s/%s' "$_o" "$_x"; done)
@@ -65,24 +65,16 @@ gen_world_mk() {
 		_o=$OBJTOP/$_d
 		_p=$(mkvar "$SRCTOP/$_d/Makefile" PROG)
 		_flags="-I$WORLDTMP/usr/include"
-		_deps=$(hdrs "$_d")
+		_gen=
 		if [ -n "$(mkvar "$SRCTOP/$_d/Makefile" BUILDINFO)" ]; then
 			_flags="$_flags -I$_o"
-			_deps="$_deps $_o/buildinfo.h"
+			_gen=$_o
 			printf '%s/buildinfo.h: %s/legacy/bin/mkbuildinfo %s/buildinfo.stamp\n' "$_o" "$WORLDTMP" "$_o"
 			printf '\t%s/legacy/bin/mkbuildinfo < %s/buildinfo.stamp > %s/buildinfo.h\n' "$WORLDTMP" "$_o" "$_o"
 		fi
-		for _x in $(mkvar "$SRCTOP/$_d/Makefile" LIBADD); do
-			for _l in $WORLD_LIBS; do
-				[ "$(mkvar "$SRCTOP/$_l/Makefile" LIB)" = "$_x" ] || continue
-				for _h in $(mkvar "$SRCTOP/$_l/Makefile" INCS); do
-					_deps="$_deps $WORLDTMP/usr/include/$_h"
-				done
-			done
-		done
 		_objs=
 		for _s in $(srcs "$_d"); do
-			rule_cc "$_o/${_s%.c}.o" "$_d/$_s" "$_flags" "$_deps"
+			rule_cc "$_o/${_s%.c}.o" "$_d/$_s" "$_flags" "$(incdeps "$_d" "$_s" "$_gen")"
 			_objs="$_objs ${_s%.c}.o"
 		done
 		_libs=

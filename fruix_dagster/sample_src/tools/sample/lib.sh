@@ -169,6 +169,37 @@ hdrs() {
 	return 0
 }
 
+# incdeps DIR SRC [GENDIR]: the headers SRC (in DIR) includes, as make
+# dependencies -- what FreeBSD's compiler-written .depend files record
+# (share/mk/bsd.dep.mk): "x.h" next to the source, <x.h> that a world library
+# installs (its INCS) into WORLDTMP, and "buildinfo.h" generated in GENDIR.
+# So a changed header rebuilds exactly the objects that include it.
+incdeps() {
+	_incs=" "
+	for _l in $WORLD_LIBS; do
+		_incs="$_incs$(mkvar "$SRCTOP/$_l/Makefile" INCS) "
+	done
+	sed -n 's/^[ 	]*#[ 	]*include[ 	]*\([<"][^">]*\)[">].*/\1/p' "$SRCTOP/$1/$2" |
+	while IFS= read -r _i; do
+		_n=${_i#?}
+		case $_i in
+		\"*)
+			if [ -f "$SRCTOP/$1/$_n" ]; then
+				printf ' %s/%s/%s' "$SRCTOP" "$1" "$_n"
+			elif [ -n "${3:-}" ] && [ "$_n" = buildinfo.h ]; then
+				printf ' %s/%s' "$3" "$_n"
+			fi
+			;;
+		*)
+			case $_incs in
+			*" $_n "*) printf ' %s/usr/include/%s' "$WORLDTMP" "$_n" ;;
+			esac
+			;;
+		esac
+	done
+	return 0
+}
+
 # write_if_changed FILE: stdin becomes FILE unless FILE already holds it, so
 # unchanged generated files keep their mtime and incremental builds stay
 # incremental.
