@@ -110,10 +110,11 @@ if [ ! -d "$dst" ]; then
   mode="full copy (no build path yet)"
   mkdir "$new" || fail 5 "cannot create $new"
   while [ "$(date +%s)" -le "$t0" ]; do sleep 1; done
-  { tar cf - -C "$from" . || echo failed > "$work/tar-c"; } | tar xmf - -C "$new" 2> "$work/tar-x.err"
+  err=$( { { tar cf - -C "$from" . || echo "tar cf failed" >&2; } | tar xmf - -C "$new"; } 2>&1 )
   rc=$?
-  if [ $rc -ne 0 ] || [ -e "$work/tar-c" ]; then
-    err=$(tail -n 3 "$work/tar-x.err" 2>/dev/null | tr '\n' ' ')
+  case $err in *"tar cf failed"*) rc=1 ;; esac
+  if [ $rc -ne 0 ]; then
+    err=$(printf '%s\n' "$err" | tail -n 3 | tr '\n' ' ')
     rm -rf "$new" "$work"
     fail 5 "copying $from to $new failed ($err); no build path was created"
   fi
@@ -159,11 +160,13 @@ if [ -s "$work/copy.list" ]; then
   mkdir "$work/stage" || fail 5 "cannot create $work/stage"
   sed 's:^:./:' "$work/copy.list" > "$work/copy.tar-list"
   while [ "$(date +%s)" -le "$t0" ]; do sleep 1; done
-  { tar cf - -C "$from" -T "$work/copy.tar-list" || echo failed > "$work/tar-c"; } |
-    tar xmf - -C "$work/stage" 2> "$work/tar-x.err"
+  # stderr is kept in memory: on a full disk no file can hold it
+  err=$( { { tar cf - -C "$from" -T "$work/copy.tar-list" || echo "tar cf failed" >&2; } |
+    tar xmf - -C "$work/stage"; } 2>&1 )
   rc=$?
-  if [ $rc -ne 0 ] || [ -e "$work/tar-c" ]; then
-    err=$(tail -n 3 "$work/tar-x.err" 2>/dev/null | tr '\n' ' ')
+  case $err in *"tar cf failed"*) rc=1 ;; esac
+  if [ $rc -ne 0 ]; then
+    err=$(printf '%s\n' "$err" | tail -n 3 | tr '\n' ' ')
     rm -rf "$work"
     fail 5 "staging the $added added and $changed changed files from $from failed ($err); the build path $dst was not changed and still holds the previous tree"
   fi
