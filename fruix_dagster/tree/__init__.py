@@ -3,8 +3,11 @@
 Plain standard library only (no dagster import), so guest-side tooling and
 tests can use it directly.  See the submodules for the rules:
 
-* ``tarstream``: ``iter_members`` / ``TarReader`` / ``Member``, plus ``ReadAhead``
-  and ``widen_pipe`` to overlap reading with parsing;
+* ``tarstream``: ``iter_members`` / ``TarReader`` / ``Member``: framing one tar
+  stream, reading the bytes of each header with ``tarformat`` (ustar/GNU/pax
+  fields, checksums) and admitting each entry by ``tarrules`` (what a staged
+  tree may hold); ``readahead``: ``ReadAhead`` and ``widen_pipe`` to overlap
+  reading with parsing;
 * ``manifest``: ``Entry``, ``Manifest`` (``to_jsonl``, ``from_jsonl``,
   ``digest`` = ``tree_sha256``), ``manifest_from_tar``, ``manifest_from_dir``,
   ``TreeSink``;
