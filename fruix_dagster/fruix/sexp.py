@@ -1,52 +1,40 @@
-"""A bounded, non-evaluating reader for Guile-style S-expressions.
+"""A bounded, non-evaluating reader of Guile S-expressions, cut to what store-layout reading needs.
 
 Fruix writes its system metadata (``/run/current-system/metadata/*.scm``) as
-Scheme data.  This module *reads* such data into plain Python values; nothing
-is ever evaluated, and no Guile is needed.
+Scheme data.  :mod:`fruix_dagster.fruix.store_layout` needs every *string* in
+such a file and the shape of its ``(store-root "…")`` entries, so this reads
+structure and strings exactly, other atoms only as far as needed to know
+where they end, and evaluates nothing.  (``sexpdata`` was considered: it has
+no size or nesting limit and does not document Guile's ``#|``, ``#;``, ``#{}#``.)
 
-What is read
-============
-
-=========================  ===========================================
-syntax                     Python value
-=========================  ===========================================
-``"text"``                 ``str`` (the only ``str`` values produced)
-``foo``, ``#{a b}#``       :class:`Symbol`
-``#:name``                 :class:`Keyword`
-``#\\a``, ``#\\space``,    :class:`Char`
-``#\\x41``
-``42``, ``-1.5e3``,        ``int``, ``float``, ``fractions.Fraction``
-``1/3``, ``#x1F``,
-``+inf.0``
-``#t #f #true #false``     ``bool``
-``(a b)``, ``[a b]``       ``list`` (``()`` is ``[]``)
-``(a . b)``                :class:`DottedList` (``(a . (b))`` is ``[a, b]``)
-``#(a b)``, ``#u8(1 2)``   :class:`Vector`
-``'x`` `````x`` ``,x``     ``[Symbol("quote"), x]`` etc. (also
-``,@x`` ``#'x`` …          quasiquote, unquote, unquote-splicing,
-                           syntax, quasisyntax, unsyntax,
-                           unsyntax-splicing)
-=========================  ===========================================
+* ``"text"`` is a ``str`` (the only ``str`` values produced);
+* ``(a b)``, ``[a b]`` and vectors ``#(a b)`` are ``list`` (``()`` is ``[]``);
+  ``(a . b)`` is a :class:`DottedList` (``(a . (b))`` is ``[a, b]``);
+* ``'x`` ```x`` ``,x`` ``,@x`` ``#'x`` ``#`x`` ``#,x`` ``#,@x`` are
+  ``[Symbol("quote"), x]``, ``quasiquote``, ``unquote`` … ``unsyntax-splicing``;
+* ``#{a b}#`` is ``Symbol("a b")``; any other atom is a :class:`Symbol`
+  holding its text, unparsed: ``foo``, ``42``, ``1/2``, ``#t``, ``#:key``,
+  ``#x1F``, and character literals, read as one atom even when they are
+  ``#\\"``, ``#\\(`` or ``#\\;`` so that they hide no string or list.
 
 Comments: ``; …`` to end of line, ``#| … |#`` (nesting) and ``#;`` (skips the
-next datum; ``#; #; a b`` skips two).
+next datum; ``#; #; a b`` skips two).  String escapes: ``\\" \\\\ \\| \\a \\b
+\\t \\n \\v \\f \\r \\0``, line continuation (backslash, optional blanks,
+newline, optional blanks), ``\\uHHHH``, ``\\UHHHHHH``, the R7RS ``\\xH…;`` and
+Guile's ``\\xHH`` (two hex digits when no ``;`` follows the hex run); any
+other escape, and a code point that is not a Unicode scalar value, is an error.
 
-String escapes: ``\\" \\\\ \\| \\a \\b \\t \\n \\v \\f \\r \\0``, line
-continuation (backslash, optional blanks, newline, optional blanks),
-``\\uHHHH``, ``\\UHHHHHH`` and ``\\x``: the R7RS form ``\\xH…;`` (hex digits
-ended by ``;``) and Guile's default form ``\\xHH`` (exactly two hex digits when
-no ``;`` follows the hex run).  Anything else after a backslash is an error.
-
-Limits: the input is at most ``max_bytes`` bytes of UTF-8 (default 1 MiB) and
-lists, vectors, quote shorthands and datum comments nest at most
-``max_depth`` deep (default 200).  The reader is iterative (an explicit
-stack), so hostile nesting can neither overflow Python's stack nor run long.
-
+Refused: input over ``max_bytes`` (default 1 MiB) or not UTF-8, nesting of
+lists, vectors, quotes and datum comments deeper than ``max_depth`` (default
+200; the reader is iterative, so hostile nesting can neither overflow
+Python's stack nor run long), unbalanced or mismatched brackets, a misplaced
+``.``, unterminated strings, block comments and ``#{`` symbols, a quote or
+``#;`` with no datum after it, and Guile's unreadable ``#<…>`` objects.
 Every error is a :class:`SexpError` (a :class:`~fruix_dagster.errors.SourceError`)
 whose message reads ``SOURCE:LINE:COL: expected …, found …; HINT``.
 
-All top-level data of the input are returned (:func:`read_all`); whether more
-than one is acceptable is the caller's decision.
+:func:`read_all` returns every top-level datum (how many are acceptable is
+the caller's decision); :func:`walk` and :func:`strings` visit them.
 """
 
 from __future__ import annotations
@@ -54,7 +42,6 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, Iterator, Union
 
 from fruix_dagster.errors import SourceError
@@ -64,35 +51,13 @@ MAX_DEPTH = 200
 DEFAULT_HINT = "the file must be a well-formed S-expression; fix or regenerate it"
 
 
-# -- values --------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class Symbol:
+    """Any atom that is not a string, as its text."""
     name: str
 
     def __repr__(self) -> str:
         return f"Symbol({self.name!r})"
-
-
-@dataclass(frozen=True)
-class Keyword:
-    name: str
-
-    def __repr__(self) -> str:
-        return f"Keyword({self.name!r})"
-
-
-@dataclass(frozen=True)
-class Char:
-    value: str
-
-    def __repr__(self) -> str:
-        return f"Char({self.value!r})"
-
-
-@dataclass(frozen=True)
-class Vector:
-    items: tuple
 
 
 @dataclass(frozen=True)
@@ -102,7 +67,7 @@ class DottedList:
     tail: Any
 
 
-Datum = Union[str, Symbol, Keyword, Char, int, float, Fraction, bool, list, Vector, DottedList]
+Datum = Union[str, Symbol, list, DottedList]
 
 
 class SexpError(SourceError):
@@ -116,13 +81,12 @@ class SexpError(SourceError):
         self.column = column
 
 
-# -- lexical pieces --------------------------------------------------------------
-
 _WS = re.compile(r"[\s\ufeff]+")
 _LINE_COMMENT = re.compile(r";[^\n]*")
 _ATOM = re.compile(r"[^\s()\[\]\";]+")
 _STR_PLAIN = re.compile(r'[^"\\]+')
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]*")
+_HEX_DIGITS = "0123456789abcdefABCDEF"
 _INTRALINE_WS = re.compile(r"[ \t]*")
 _BLOCK_TOKENS = re.compile(r"#\||\|#")
 
@@ -130,22 +94,10 @@ _STRING_ESCAPES = {
     '"': '"', "\\": "\\", "|": "|", "a": "\a", "b": "\b", "t": "\t", "n": "\n",
     "v": "\v", "f": "\f", "r": "\r", "0": "\0",
 }
-_CHAR_NAMES = {
-    "space": " ", "newline": "\n", "linefeed": "\n", "nl": "\n", "tab": "\t",
-    "return": "\r", "nul": "\0", "null": "\0", "alarm": "\a", "backspace": "\b",
-    "delete": "\x7f", "del": "\x7f", "rubout": "\x7f", "escape": "\x1b", "esc": "\x1b",
-    "altmode": "\x1b", "page": "\f", "vtab": "\v",
-}
 _QUOTES = {
     "'": "quote", "`": "quasiquote", ",": "unquote", ",@": "unquote-splicing",
     "#'": "syntax", "#`": "quasisyntax", "#,": "unsyntax", "#,@": "unsyntax-splicing",
 }
-_DEC_INT = re.compile(r"[+-]?[0-9]+\Z")
-_DEC_RAT = re.compile(r"([+-]?[0-9]+)/([0-9]+)\Z")
-_DEC_REAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
-_SPECIAL_REALS = {"+inf.0": float("inf"), "-inf.0": float("-inf"),
-                  "+nan.0": float("nan"), "-nan.0": float("nan")}
-_RADIX_DIGITS = {2: "01", 8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 _NO_TAIL = object()
 
@@ -249,7 +201,7 @@ class _Reader:
                 if token == ".":
                     self._dot(stack, pos)
                 else:
-                    self._emit(stack, self._atom(token, pos), pos)
+                    self._emit(stack, Symbol(token), pos)
                 pos = m.end()
         if len(stack) > 1:
             frame = stack[-1]
@@ -300,8 +252,6 @@ class _Reader:
     @staticmethod
     def _finish(frame: _Frame) -> Datum:
         assert frame.items is not None
-        if frame.kind == "vector":
-            return Vector(tuple(frame.items))
         tail = frame.tail
         if tail is _NO_TAIL:
             return frame.items
@@ -361,7 +311,7 @@ class _Reader:
             elif e in "uU":
                 width = 4 if e == "u" else 6
                 digits = text[pos + 1:pos + 1 + width]
-                if len(digits) != width or not all(d in _RADIX_DIGITS[16] for d in digits):
+                if len(digits) != width or not all(d in _HEX_DIGITS for d in digits):
                     raise self.fail(esc_at, f"exactly {width} hex digits after `\\{e}`",
                                     self.found(esc_at, 2 + width))
                 out.append(self._code_point(digits, esc_at))
@@ -397,24 +347,20 @@ class _Reader:
         if nxt == "(":
             self._push(stack, _Frame("vector", pos, opener="#(", closer=")", items=[]))
             return pos + 2
-        for prefix in ("#u8(", "#vu8("):
-            if text.startswith(prefix, pos):
-                self._push(stack, _Frame("vector", pos, opener=prefix, closer=")", items=[]))
-                return pos + len(prefix)
         if nxt in "'`,":
             q = "#,@" if text.startswith("#,@", pos) else "#" + nxt
             self._push(stack, _Frame("quote", pos, opener=q, symbol=_QUOTES[q]))
             return pos + len(q)
         if nxt == "\\":
-            value, end = self._read_char(pos)
-            self._emit(stack, value, pos)
+            # A character: `#\` and the next character whatever it is (`#\(`, `#\"`, `#\;`),
+            # then the rest of a name (`#\space`, `#\x41`).
+            first = pos + 2
+            if first >= n:
+                raise self.fail(first, "a character after `#\\`")
+            m = _ATOM.match(text, first + 1)
+            end = m.end() if m else first + 1
+            self._emit(stack, Symbol(text[pos:end]), pos)
             return end
-        if nxt == ":":
-            m = _ATOM.match(text, pos + 2)
-            if not m:
-                raise self.fail(pos + 2, "a keyword name after `#:`")
-            self._emit(stack, Keyword(m.group()), pos)
-            return m.end()
         if nxt == "{":
             end = text.find("}#", pos + 2)
             if end < 0:
@@ -423,101 +369,12 @@ class _Reader:
             return end + 2
         m = _ATOM.match(text, pos)
         token = m.group() if m else "#"
-        low = token.lower()
-        if low in ("#t", "#true"):
-            value: Any = True
-        elif low in ("#f", "#false"):
-            value = False
-        elif len(low) >= 2 and low[1] in "xbodei":
-            value = self._number(token, pos)
-            if value is None:
-                raise self.fail(pos, "a number after a radix or exactness prefix", self.found(pos, len(token)))
-        elif token.startswith("#<"):
+        if token.startswith("#<"):
             raise self.fail(pos, "readable data",
                             f"the unreadable object `{token}` at {self.at(pos)} (printed by Guile, cannot be read back)")
-        else:
-            raise self.fail(pos, "a known `#` syntax (#t #f #( #\\ #: #| #; #' #{ or a number prefix)",
-                            self.found(pos, max(len(token), 2)))
-        self._emit(stack, value, pos)
+        # #t, #f, #:keyword, #x1F, #e1.5 …: an atom, kept as its text.
+        self._emit(stack, Symbol(token), pos)
         return pos + len(token)
-
-    def _read_char(self, pos: int) -> tuple[Char, int]:
-        text, n = self.text, self.n
-        first = pos + 2
-        if first >= n:
-            raise self.fail(first, "a character after `#\\`")
-        m = _ATOM.match(text, first + 1)
-        token = text[first] + (m.group() if m else "")
-        end = first + len(token)
-        if len(token) == 1:
-            return Char(token), end
-        if token[0] in "xX" and all(d in _RADIX_DIGITS[16] for d in token[1:]):
-            return Char(self._code_point(token[1:], pos)), end
-        named = _CHAR_NAMES.get(token.lower())
-        if named is None:
-            raise self.fail(pos, "a character (#\\a, #\\x41 or a name such as #\\space, #\\newline, #\\tab, #\\nul)",
-                            self.found(pos, 2 + len(token)))
-        return Char(named), end
-
-    def _atom(self, token: str, pos: int) -> Datum:
-        value = self._number(token, pos)
-        return Symbol(token) if value is None else value
-
-    def _number(self, token: str, pos: int) -> int | float | Fraction | None:
-        """The number ``token`` spells, or None if it is not a number."""
-        body = token
-        radix = 10
-        exact: bool | None = None
-        while len(body) >= 2 and body[0] == "#":
-            p = body[1].lower()
-            if p in "xbod":
-                radix = {"x": 16, "b": 2, "o": 8, "d": 10}[p]
-            elif p in "ei":
-                exact = p == "e"
-            else:
-                return None
-            body = body[2:]
-        try:
-            value = self._number_value(body, radix, token, pos)
-        except ValueError:  # e.g. Python's limit on int() digits
-            raise self.fail(pos, "a number of a sensible size (at most 4300 decimal digits)",
-                            f"a {len(body)}-character number at {self.at(pos)}") from None
-        if value is None:
-            return None
-        if exact is True and isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise self.fail(pos, "a finite number after `#e`", self.found(pos, len(token)))
-            value = Fraction(value)
-            if value.denominator == 1:
-                value = int(value)
-        elif exact is False:
-            value = float(value)
-        return value
-
-    def _number_value(self, body: str, radix: int, token: str, pos: int) -> int | float | Fraction | None:
-        value: int | float | Fraction | None = None
-        if radix == 10:
-            if body in _SPECIAL_REALS:
-                value = _SPECIAL_REALS[body]
-            elif _DEC_INT.match(body):
-                value = int(body)
-            elif (r := _DEC_RAT.match(body)):
-                if int(r.group(2)) == 0:
-                    raise self.fail(pos, "a rational with a non-zero denominator", self.found(pos, len(token)))
-                value = Fraction(int(r.group(1)), int(r.group(2)))
-            elif _DEC_REAL.match(body):
-                value = float(body)
-        else:
-            digits = _RADIX_DIGITS[radix]
-            sign, rest = (body[0], body[1:]) if body[:1] in ("+", "-") else ("", body)
-            num, slash, den = rest.partition("/")
-            if num and all(d in digits for d in num) and (not slash or (den and all(d in digits for d in den))):
-                value = int(sign + num, radix)
-                if slash:
-                    if int(den, radix) == 0:
-                        raise self.fail(pos, "a rational with a non-zero denominator", self.found(pos, len(token)))
-                    value = Fraction(value, int(den, radix))
-        return value
 
 
 # -- entry points -----------------------------------------------------------------
@@ -525,13 +382,11 @@ class _Reader:
 def decode(data: bytes | str, *, source: str = "<input>", max_bytes: int = MAX_BYTES,
            hint: str = DEFAULT_HINT) -> str:
     """Check the size limit and decode UTF-8, with clear errors."""
+    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+    if size > max_bytes:
+        raise _too_big(source, size, max_bytes, hint)
     if isinstance(data, str):
-        size = len(data.encode("utf-8", "surrogatepass"))
-        if size > max_bytes:
-            raise _too_big(source, size, max_bytes, hint)
         return data
-    if len(data) > max_bytes:
-        raise _too_big(source, len(data), max_bytes, hint)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -572,16 +427,6 @@ def read_all(data: bytes | str, *, source: str = "<input>", max_bytes: int = MAX
     return _Reader(text, source, max_depth, hint).read_all()
 
 
-def read_one(data: bytes | str, **kwargs: Any) -> Datum:
-    """Read exactly one datum; anything else is an error."""
-    data_list = read_all(data, **kwargs)
-    source = kwargs.get("source", "<input>")
-    hint = kwargs.get("hint", DEFAULT_HINT)
-    if len(data_list) != 1:
-        raise SexpError(f"{source}: expected exactly one datum, found {len(data_list)}; {hint}", source=source)
-    return data_list[0]
-
-
 def walk(data: Any) -> Iterator[Any]:
     """Every datum in ``data`` and in everything it contains, depth first, in
     document order (iterative: no recursion)."""
@@ -591,15 +436,13 @@ def walk(data: Any) -> Iterator[Any]:
         yield d
         if isinstance(d, list):
             todo.extend(reversed(d))
-        elif isinstance(d, Vector):
-            todo.extend(reversed(d.items))
         elif isinstance(d, DottedList):
             todo.append(d.tail)
             todo.extend(reversed(d.items))
 
 
 def strings(data: Any) -> Iterator[str]:
-    """Every string atom in ``data`` (symbols, keywords and chars are not strings)."""
+    """Every string atom in ``data`` (symbols, and so keywords and characters, are not strings)."""
     for d in walk(data):
         if isinstance(d, str):
             yield d
