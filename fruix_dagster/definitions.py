@@ -9,6 +9,7 @@ from fruix_dagster.defs.history import history_assets, history_checks, history_j
 from fruix_dagster.defs.jobs import build_job
 from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.defs.schedules import history_after_build_sensor, nightly_schedule, source_change_sensor
+from fruix_dagster.errors import ConfigError
 from fruix_dagster.settings import EMBEDDED_SOURCE, Settings, load_settings
 
 
@@ -27,4 +28,18 @@ def make_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
-defs = make_definitions(load_settings())
+def _loaded_settings() -> Settings | ConfigError:
+    try:
+        return load_settings()
+    except ConfigError as error:
+        return error
+
+
+# A bad settings file is one message. dagster (dev, definitions validate, the
+# code server) shows a code location's load error with the frames that raised
+# it: raised here, with its traceback dropped, the message is followed by this
+# one line and not by the settings package's internals.
+_settings = _loaded_settings()
+if isinstance(_settings, ConfigError):
+    raise _settings.with_traceback(None) from None  # the settings file is invalid: the message says why
+defs = make_definitions(_settings)
