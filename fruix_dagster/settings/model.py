@@ -303,7 +303,7 @@ def _guest_kind(v: Any) -> Any:
         if "kind" not in v:
             raise bad(f"required (one of {', '.join(GUEST_KINDS)}), got nothing", ".kind")
         if not isinstance(v["kind"], str) or v["kind"] not in GUEST_KINDS:
-            raise expect(f"must be one of {', '.join(GUEST_KINDS)}", v["kind"], sub=".kind")
+            raise expect(f"must be one of {', '.join(GUEST_KINDS)}", v["kind"], typed=not isinstance(v["kind"], str), sub=".kind")
     elif not isinstance(v, Guest):
         raise expect("must be a table", v, typed=True)
     return v
