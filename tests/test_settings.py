@@ -10,6 +10,7 @@ import textwrap
 import tomllib
 from pathlib import Path
 
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
@@ -414,6 +415,17 @@ def test_rich_file_values(tmp_path):
     assert s.guests[2].xcpng.vm_uuid == VM_UUID  # canonical lower case
     assert s.guests[2].xcpng.url == "https://xcp.example/api/"
     assert s.guests[1].host == "2001:db8::1"
+
+
+def test_guest_kinds_are_a_discriminated_union_and_code_built_models_are_validated(tmp_path):
+    s = load_settings(write(tmp_path, RICH), env(tmp_path))
+    assert [type(g) for g in s.guests] == [S.LocalGuest, S.SshGuest, S.XcpngGuest]
+    assert all(isinstance(g, S.Guest) for g in s.guests)
+    x = s.guests[2].xcpng
+    y = dataclasses.replace(x, url="http://other.example", vm_uuid=VM_UUID.upper())
+    assert (y.url, y.vm_uuid) == ("http://other.example/", VM_UUID)  # the same normalization as a file
+    with pytest.raises(pydantic.ValidationError):
+        dataclasses.replace(x, boot_timeout=0)
 
 
 def test_check_config_text(tmp_path):
