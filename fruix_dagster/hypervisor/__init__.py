@@ -1,7 +1,11 @@
 """XenAPI: find / start / stop / revert the build VM, wait for its address.
 
-``xapi``  — :class:`XapiClient`: SDK sessions with timeouts, TLS, clean errors, tasks.
-``vm``    — :class:`BuildVM`: the ``xcpng`` guest's lifecycle and after-run policy.
+``xapi``            — :class:`XapiClient`: SDK sessions, retries, tasks;
+``xapi_transport``  — connections with timeouts, TLS contexts;
+``xapi_errors``     — what a failed call becomes (one clear HypervisorError);
+``vm``              — :class:`BuildVM`: the ``xcpng`` guest's lifecycle and after-run policy;
+``power``           — revert, start/unpause/resume, shutdown, and how XAPI answers are retried;
+``address``         — the VM's address (static or guest metrics) and waiting for SSH.
 
 Plain Python (the real ``XenAPI`` SDK); no dagster import.
 """
