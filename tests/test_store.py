@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fruix_dagster.errors import StoreError, TreeError
+from fruix_dagster.errors import GuestError, StoreError, TreeError
 from fruix_dagster.guest.local import LocalTransport
 from fruix_dagster.guest.ssh import SshTransport
 from fruix_dagster.store import ArtifactStore
@@ -212,3 +212,42 @@ def test_gc_keeps_the_newest_and_the_referenced(tmp_path):
     assert sorted(removed) == sorted(planned)
     assert [s.path.exists() for s in stored] == [True, False, False, True, True]
     assert other_entry.path.exists()
+
+
+def _du_printing(tmp_path: Path, monkeypatch, output: str) -> None:
+    """A `du` earlier in PATH that prints ``output`` and exits 0 (LocalTransport runs argv via PATH)."""
+    bin_dir = tmp_path / "bin-du"
+    bin_dir.mkdir()
+    (bin_dir / "du").write_text("#!/bin/sh\nprintf '%s' \"$DU_OUTPUT\"\n")
+    (bin_dir / "du").chmod(0o755)
+    monkeypatch.setenv("DU_OUTPUT", output)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("output", ["garbage\n", "", "12k\t/t\n", "-5\t/t\n", "1\t/t\n2\t/u\n", "\u0663\t/t\n"],
+                         ids=["words", "nothing", "suffix", "negative", "two-lines", "arabic-digit"])
+def test_unreadable_du_output_fails_the_space_check_and_nothing_is_collected(tmp_path, monkeypatch, output):
+    tree = tmp_path / "guest"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"x" * 4096)
+    store = ArtifactStore(tmp_path / "store")
+    _du_printing(tmp_path, monkeypatch, output)
+    with pytest.raises(GuestError) as err:
+        store.collect(LocalTransport(), str(tree), asset="world_stage", target="amd64")
+    msg = str(err.value)
+    assert f"size of {tree} on local host: expected `du -sk {tree}` to print one line" in msg
+    assert repr(output) in msg and "check that `du` on the guest" in msg
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_the_space_check_uses_the_du_figure(tmp_path, monkeypatch):
+    tree = tmp_path / "guest"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"x" * 4096)
+    store = ArtifactStore(tmp_path / "store")
+    _du_printing(tmp_path, monkeypatch, f"{1 << 40}\t{tree}\n")  # 1 PiB, in KiB
+    with pytest.raises(StoreError, match=r"cannot hold world_stage .* needs about 1073741888\.0 MiB"):
+        store.collect(LocalTransport(), str(tree), asset="world_stage", target="amd64")
+    assert list((tmp_path / "store").iterdir()) == []
+    monkeypatch.undo()  # the system's du: the same collection fits
+    assert store.collect(LocalTransport(), str(tree), asset="world_stage", target="amd64").tree.is_dir()

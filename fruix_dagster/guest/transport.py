@@ -3,7 +3,7 @@
 A transport implements two primitives, :meth:`Transport.run` (argv in, exit
 status and captured output back) and :meth:`Transport.open_stream` (argv whose
 stdout is read as a stream).  Everything else — reading and writing files,
-streaming a tree out as tar, free space — is built here on those two, using
+streaming a tree out as tar, free and used space — is built here on those two, using
 only POSIX ``sh`` and utilities that exist on FreeBSD and on Linux, so every
 transport speaks to the guest the same way.
 
@@ -108,6 +108,23 @@ class Transport(ABC):
                 f"free space at {path} on {self.description}: expected a number of KiB "
                 f"from `df -k -P`, got {text!r}")
         return int(text) * 1024
+
+    def used_bytes(self, path: str) -> int:
+        """The disk space ``path`` uses, from ``du -sk PATH`` (one line: KiB, a tab, the path).
+
+        Anything else on stdout is refused with a GuestError: a wrong number
+        here would let a size check pass that should fail.
+        """
+        res = self.run(["du", "-sk", path]).check(f"measuring {path} on {self.description}")
+        lines = res.stdout.decode("utf-8", "replace").splitlines()
+        words = lines[0].split(None, 1) if len(lines) == 1 else []
+        if not words or not words[0].isascii() or not words[0].isdigit():
+            shown = res.stdout[:200].decode("utf-8", "replace")
+            raise GuestError(
+                f"size of {path} on {self.description}: expected `du -sk {path}` to print one line, "
+                f"a number of KiB then the path, got {shown!r}; check that `du` on the guest is the "
+                f"system's du(1) (nothing else of that name earlier in PATH) and that {path} is readable")
+        return int(words[0]) * 1024
 
     def __enter__(self) -> "Transport":
         return self

@@ -162,10 +162,7 @@ class ArtifactStore:
         """Bring a guest tree into the store in one tar stream, verified and atomic."""
         self._prepare()
         what = f"{asset} for {target} ({guest_dir} on {transport.description})"
-        du = transport.run(["du", "-sk", guest_dir]).check(f"measuring {guest_dir}")
-        words = du.stdout.split()
-        need = int(words[0]) * 1024 if words and words[0].isdigit() else 0
-        self._check_space(need, what)
+        self._check_space(transport.used_bytes(guest_dir), what)
         guest_hashes = guest_sha256(transport, guest_dir, key_files)
         tmp = self._tmpdir()
         try:
