@@ -17,7 +17,7 @@ from typing import Any
 from fruix_dagster.settings.messages import toml_key, toml_value
 from fruix_dagster.settings.model import Settings
 
-_SECTIONS = ("build", "source", "store", "slices", "schedule", "sensor", "history")
+_SECTIONS = ("build", "source", "store", "slices", "schedule", "sensor", "history", "notify")
 _MAKE_VAR_FIELDS = {"make_vars", "kernel_make_vars", "world_make_vars"}
 
 
@@ -25,7 +25,7 @@ def _items(obj: Any) -> list[tuple[str, Any]]:
     out = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if not f.compare or value is None:
+        if not f.compare or value is None or f.name == "channels":  # channels: [[notify.channel]] blocks
             continue
         if f.name in _MAKE_VAR_FIELDS:
             value = dict(value)
@@ -42,6 +42,7 @@ def render_settings(settings: Settings) -> str:
         "# Every default is written out; host paths are expanded and absolute.",
     ]
     blocks = [(f"[{s}]", getattr(settings, s)) for s in _SECTIONS]
+    blocks += [("[[notify.channel]]", c) for c in settings.notify.channels]
     blocks += [("[[guest]]", g) for g in settings.guests] + [("[[target]]", t) for t in settings.targets]
     for header, obj in blocks:
         lines += ["", header] + [f"{toml_key(k)} = {toml_value(v)}" for k, v in _items(obj)]

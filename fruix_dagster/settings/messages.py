@@ -26,6 +26,8 @@ MISSING: Any = object()
 
 #: The discriminator tags pydantic puts into a location after ``guest[i]``.
 GUEST_KINDS = ("local", "ssh", "xcpng")
+#: the same for ``notify.channel[i]``
+CHANNEL_KINDS = ("mail", "webhook")
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -111,6 +113,8 @@ def key_of(loc: tuple[int | str, ...]) -> str:
     parts = list(loc)
     if len(parts) > 2 and parts[0] == "guest" and parts[2] in GUEST_KINDS:
         del parts[2]  # the discriminated union's tag
+    if len(parts) > 3 and parts[:2] == ["notify", "channel"] and parts[3] in CHANNEL_KINDS:
+        del parts[3]
     out = ""
     for p in parts:
         if isinstance(p, int):

@@ -11,16 +11,15 @@ Guests are a discriminated union on ``kind``: :class:`LocalGuest`,
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
-from pydantic.dataclasses import dataclass
-from pydantic_core import ArgsKwargs
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, model_validator
 
 from fruix_dagster.errors import ConfigError
 from fruix_dagster.settings import rules as R
 from fruix_dagster.settings.messages import GUEST_KINDS, bad, expect, show, sub_key
+from fruix_dagster.settings.notify import NotifySettings
+from fruix_dagster.settings.table import TOP_KEYS, _frozen, _Table, known_keys  # noqa: F401 (known_keys: API)
 
 #: ``Settings.source_file`` of the embedded default.
 EMBEDDED_SOURCE = "<embedded default>"
@@ -29,7 +28,6 @@ EMBEDDED_SOURCE = "<embedded default>"
 WORLD_STEPS = ("buildworld", "installworld", "distribution")
 KERNEL_STEPS = ("buildkernel", "installkernel")
 
-TOP_KEYS = ("build", "source", "store", "slices", "schedule", "sensor", "history", "guest", "target")
 DEFAULT_KEY_FILES = ("boot/kernel/kernel", "boot/loader.efi", "usr/include/sys/param.h")
 
 # FreeBSD's own TARGET <-> TARGET_ARCH defaults (src/Makefile) and known pairs.
@@ -42,57 +40,6 @@ _ARCHES_OF_TARGET = {
     "riscv": ("riscv64",),
 }
 _TARGET_OF_ARCH = {arch: t for t, arches in _ARCHES_OF_TARGET.items() for arch in arches}
-
-_frozen = dataclass(frozen=True, kw_only=True,
-                    config=ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True))
-
-
-def known_keys(cls: type) -> tuple[str, ...]:
-    """The TOML keys of a table class (aliases such as ``from``; never ``source_file``)."""
-    return tuple(f.alias or name for name, f in cls.__pydantic_fields__.items() if name != "source_file")
-
-
-class _Table:
-    """Table shape, unknown and missing keys; subclasses set the class variables."""
-
-    _what: ClassVar[str] = ""  # how the table is written, for "must be a table (…)"
-    _single: ClassVar[str] = ""  # a [name] table: hint when written as [[name]]
-    _required: ClassVar[dict[str, str]] = {}  # key -> message when it is missing
-    _absent: ClassVar[tuple[tuple[str, ...], str]] = ((), "")  # keys refused here, and why
-
-    @model_validator(mode="before")
-    @classmethod
-    def _table(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, ArgsKwargs):  # built in code, not read from a file
-            return data
-        if not isinstance(data, dict):
-            hint = ""
-            if cls._single and isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
-                hint = f"write [{cls._single}] once, not [[{cls._single}]]"
-            raise expect(f"must be a table ({cls._what})" if cls._what else "must be a table", data, hint, typed=True)
-        refused, why = cls._absent
-        for k in refused:
-            if k in data:
-                raise bad(why.format(found=show(data[k])), sub_key(k))
-        known = known_keys(cls)
-        for k in data:
-            if k not in known:
-                msg = f"unknown key {k!r} (known keys: {', '.join(sorted(known))})"
-                close = difflib.get_close_matches(k, known, n=1)
-                if close:
-                    msg += f"; did you mean {close[0]!r}?"
-                elif cls is not Settings and k in TOP_KEYS:
-                    msg += f"; if you meant the top-level {k!r}, move it above the first [table] header"
-                raise bad(msg)
-        for k, message in cls._required.items():
-            if k not in data:
-                raise bad(message, sub_key(k))
-        return cls._prepare(data, info)
-
-    @classmethod
-    def _prepare(cls, data: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        return data
-
 
 @_frozen
 class BuildSettings(_Table):
@@ -362,6 +309,7 @@ def _array_of_tables(name: str) -> Any:
 
 @_frozen
 class Settings(_Table):
+    _top = True
     build: BuildSettings = Field(default_factory=BuildSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -369,6 +317,7 @@ class Settings(_Table):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     sensor: SensorSettings = Field(default_factory=SensorSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     guests: Annotated[tuple[AnyGuest, ...], _array_of_tables("guest")] = Field(default=(), alias="guest")
     targets: Annotated[tuple[Target, ...], _array_of_tables("target")] = Field(default=(), alias="target")
     #: "<embedded default>" or the absolute path of the file; not part of equality.
