@@ -372,6 +372,31 @@ def test_power_off_that_raises_ends_in_hard_shutdown(xapi_server, banner_server)
     assert b.apply_after(broken) == "Halted" and b.operations[-1] == "hard_shutdown"
 
 
+def test_power_off_failures_are_logged_and_a_bug_in_it_is_raised(xapi_server, banner_server):
+    vm = xapi_server.make_vm()
+    logs: list[str] = []
+    b = build_vm(xapi_server, settings(xapi_server, vm, after="shutdown"), logs=logs, shutdown_timeout=1)
+    b.prepare("127.0.0.1", banner_server.port)
+    vm.clean_shutdown_error = ["VM_MISSING_PV_DRIVERS", "{vm}"]
+
+    def dropped():
+        raise EOFError("the guest went away")
+
+    assert b.apply_after(dropped) == "Halted" and b.operations[-1] == "hard_shutdown"
+    assert "xcpng: power-off over SSH failed: EOFError: the guest went away" in logs
+
+    vm2 = xapi_server.make_vm()
+    b2 = booted(xapi_server, banner_server, vm2, after="shutdown", shutdown_timeout=1)
+    vm2.clean_shutdown_error = ["VM_MISSING_PV_DRIVERS", "{vm}"]
+
+    def bug():
+        raise KeyError("not a guest failure")
+
+    with pytest.raises(KeyError, match="not a guest failure"):
+        b2.apply_after(bug)
+    assert "hard_shutdown" not in b2.operations
+
+
 def test_clean_shutdown_that_hangs_ends_in_hard_shutdown(xapi_server, banner_server):
     vm = xapi_server.make_vm()
     b = booted(xapi_server, banner_server, vm, after="shutdown", shutdown_timeout=1)

@@ -287,3 +287,66 @@ def test_unknown_object_says_what_probably_happened(xapi_server):
     c = client(xapi_server)
     with pytest.raises(XapiCallError, match=r"HANDLE_INVALID \(VM, OpaqueRef:gone\).*no longer exists"):
         c.call("VM.get_power_state", "OpaqueRef:gone")
+
+
+# ------------------------------------------------------------------ what is handled is typed and logged
+
+
+def test_a_malformed_task_result_is_stripped_and_said(tmp_path):
+    logs: list[str] = []
+    assert parse_task_result("<value>unterminated", log=logs.append, what="snapshot") == "<value>unterminated"
+    assert parse_task_result("<value><int>x1</int></value>", log=logs.append) == "<int>x1</int>"
+    assert parse_task_result("<value><boolean>7</boolean></value>", log=logs.append) == "<boolean>7</boolean>"
+    assert len(logs) == 3
+    assert logs[0].startswith("xcpng: the result of snapshot is not a well-formed XML-RPC value (ExpatError")
+    assert "(ValueError" in logs[1] and "'<int>x1</int>'" in logs[1] and "(TypeError" in logs[2]
+    assert parse_task_result("<value>fine</value>", log=logs.append) == "fine" and len(logs) == 3
+
+
+def test_a_failing_connection_close_is_logged_not_dropped(xapi_server, monkeypatch):
+    logs: list[str] = []
+    c = client(xapi_server, logs=logs)
+    c.call("VM.get_all")
+
+    def close_fails() -> None:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(c.session()._fruix_transport, "close", close_fails)
+    c.close()
+    assert xapi_server.logouts == 1
+    assert any("closing the connection to" in m and "ConnectionResetError" in m and "Connection reset" in m
+               for m in logs), logs
+
+
+def test_a_task_that_cannot_be_cancelled_is_logged_then_destroyed(xapi_server):
+    logs: list[str] = []
+    vm = xapi_server.make_vm()
+    c = client(xapi_server, logs=logs)
+    xapi_server.delay("Async.VM.start", 30)
+    xapi_server.fail_next("task.cancel", ["OPERATION_NOT_ALLOWED", "cancel"])
+    with pytest.raises(XapiTimeout, match="still pending"):
+        c.run_task("VM.start", vm.ref, False, False, timeout=1)
+    assert any("could not cancel task" in m and "OPERATION_NOT_ALLOWED" in m for m in logs), logs
+    assert xapi_server.task_destroys == 1
+
+
+def test_only_the_errors_a_call_can_raise_are_translated(xapi_server):
+    c = client(xapi_server)
+    c.call("VM.get_all")
+    with pytest.raises(HypervisorError, match=r"unexpected TypeError: cannot marshal"):
+        c.call("VM.get_power_state", object())  # xmlrpc.client cannot send it: one clear error
+    assert c.call("VM.get_all") == []  # and the connection was reset for the next call
+
+
+def test_a_bug_in_logout_is_not_swallowed_by_close(xapi_server, monkeypatch):
+    logs: list[str] = []
+    c = client(xapi_server, logs=logs)
+    session = c.session()
+
+    def logout_bug(self) -> None:
+        raise RuntimeError("a bug, not a pool answer")
+
+    monkeypatch.setattr(type(session), "_logout", logout_bug)
+    with pytest.raises(RuntimeError, match="a bug, not a pool answer"):
+        c.close()
+    assert not any("logout" in m for m in logs)

@@ -59,7 +59,12 @@ _ADVICE = {
 
 _PV_FALLBACK = ("VM_MISSING_PV_DRIVERS",)
 
+#: ``poweroff()`` asks the guest to power itself off over SSH.  It reports failure as a
+#: FruixError (the SSH transport translates paramiko's errors); OSError and EOFError are what a
+#: socket of a guest that is going down can still raise past that.  Any of them means: go hard.
+#: Anything else is a bug and is raised.
 PowerOff = Callable[[], None]
+POWEROFF_SOCKET_ERRORS = (OSError, EOFError)
 
 
 @dataclass
@@ -241,7 +246,7 @@ class PowerOps:
                 self.operations.append("ssh-poweroff")
             except FruixError as exc:
                 self.log(f"xcpng: power-off over SSH failed: {exc}")
-            except Exception as exc:  # noqa: BLE001 - any failure here just means: go hard
+            except POWEROFF_SOCKET_ERRORS as exc:  # any of these just means: go hard
                 self.log(f"xcpng: power-off over SSH failed: {type(exc).__name__}: {exc}")
             wait_until = time.monotonic() + self.shutdown_timeout
             pause = 0.1

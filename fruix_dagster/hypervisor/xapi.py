@@ -40,6 +40,7 @@ import os
 import re
 import threading
 import time
+import xml.parsers.expat
 import xmlrpc.client
 from typing import Any, Callable, Mapping
 
@@ -47,6 +48,7 @@ import XenAPI
 
 from fruix_dagster.errors import ConfigError, HypervisorError
 from fruix_dagster.hypervisor.xapi_errors import (
+    CALL_ERRORS,
     TRANSIENT_POOL_CODES,
     XapiCallError,
     XapiTimeout,
@@ -90,13 +92,18 @@ _RETRYABLE_NET = (ConnectionRefusedError, ConnectionResetError, ConnectionAborte
                   http.client.RemoteDisconnected, http.client.BadStatusLine)
 
 _VALUE_RE = re.compile(r"\s*<value>(.*)</value>\s*", re.DOTALL)
+#: What ``xmlrpc.client.loads`` raises for a value that does not unmarshal: not XML (ExpatError),
+#: incomplete (ResponseError), a bad <int>/<double>/<base64> (ValueError), a bad <boolean> (TypeError).
+MALFORMED_VALUE = (xml.parsers.expat.ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError)
 
 
-def parse_task_result(result: Any) -> Any:
+def parse_task_result(result: Any, *, log: Log | None = None, what: str = "a task") -> Any:
     """A task's ``result`` field without its XML-RPC ``<value>`` wrapper.
 
     xapi stores the result of an ``Async.*`` call as the marshalled XML-RPC
     value, e.g. ``"<value>OpaqueRef:…</value>"``; void results are ``""``.
+    A wrapper that does not unmarshal (``MALFORMED_VALUE``) is stripped the
+    simple way, and ``log`` is told so.
     """
     if not isinstance(result, str):
         return result
@@ -109,9 +116,13 @@ def parse_task_result(result: Any) -> Any:
         params, _ = xmlrpc.client.loads(
             "<methodResponse><params><param>" + text + "</param></params></methodResponse>")
         return params[0] if params else ""
-    except Exception:  # not well-formed: strip the tags the simple way
+    except MALFORMED_VALUE as exc:  # not well-formed: strip the tags the simple way
         m = _VALUE_RE.fullmatch(text)
-        return m.group(1) if m else text
+        stripped = m.group(1) if m else text
+        if log is not None:
+            log(f"xcpng: the result of {what} is not a well-formed XML-RPC value "
+                f"({type(exc).__name__}: {exc}); using {stripped[:80]!r}")
+        return stripped
 
 
 class XapiClient:
@@ -219,7 +230,11 @@ class XapiClient:
         return s
 
     def close(self) -> None:
-        """Log out every session of this client; never raises (problems are logged)."""
+        """Log out every session of this client.
+
+        A logout the pool or the network fails (``CALL_ERRORS``) is logged, never raised: it must
+        not hide the error that ended the run.  Anything else is a bug and is raised.
+        """
         with self._lock:
             sessions, self._sessions = self._sessions, []
         self._local = threading.local()
@@ -229,16 +244,11 @@ class XapiClient:
                     s.xenapi.session.logout()
                 with self._lock:
                     self.logouts += 1
-            except Exception as exc:  # noqa: BLE001 - a failed logout must not hide anything
+            except CALL_ERRORS as exc:  # a failed logout must not hide anything
                 self.log(self.scrub(f"xcpng: logout from {self.display} failed ({type(exc).__name__}: "
                                     f"{exc}); the session expires on the pool by itself"))
             finally:
-                t = getattr(s, "_fruix_transport", None)
-                if t is not None:
-                    try:
-                        t.close()
-                    except Exception:  # noqa: BLE001
-                        pass
+                self._reset(getattr(s, "_fruix_transport", None))
 
     def __enter__(self) -> "XapiClient":
         return self
@@ -282,18 +292,18 @@ class XapiClient:
                 self.log(f"xcpng: {method}: {type(exc).__name__} from {self.display}; retrying in {delay:g} s")
                 time.sleep(delay)
                 attempt += 1
-            except Exception as exc:  # noqa: BLE001 - translated below, or re-raised
+            except CALL_ERRORS as exc:
                 self._reset(transport)
                 raise translate(self, method, exc) from exc
 
-    @staticmethod
-    def _reset(transport: Any) -> None:
+    def _reset(self, transport: Any) -> None:
         """Drop the (possibly half-used) HTTP connection so the next call starts clean."""
         if transport is not None:
             try:
                 transport.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except OSError as exc:  # closing the socket of a connection that already failed
+                self.log(f"xcpng: closing the connection to {self.display} failed "
+                         f"({type(exc).__name__}: {exc}); the next call opens a new one")
 
     # -- tasks ------------------------------------------------------------------
     def run_task(self, method: str, *args: Any, timeout: float, what: str | None = None) -> Any:
@@ -313,7 +323,7 @@ class XapiClient:
             while True:
                 status = self.call("task.get_status", task)
                 if status == "success":
-                    return parse_task_result(self.call("task.get_result", task))
+                    return parse_task_result(self.call("task.get_result", task), log=self.log, what=what)
                 if status in ("failure", "cancelled"):
                     info = [str(x) for x in (self.call("task.get_error_info", task) or [])]
                     if not info:
@@ -324,8 +334,8 @@ class XapiClient:
                 if now >= deadline:
                     try:
                         self.call("task.cancel", task)
-                    except HypervisorError:
-                        pass
+                    except HypervisorError as exc:  # it is destroyed below either way
+                        self.log(f"xcpng: could not cancel task {task} of {method}: {exc}")
                     raise self.error(
                         XapiTimeout,
                         f"{what}: the XAPI task {method} was still {status} after {now - started:.0f} s "

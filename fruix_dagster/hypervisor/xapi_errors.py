@@ -16,16 +16,28 @@ Plain Python; no dagster import.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import xml.parsers.expat
 import xmlrpc.client
 from typing import TYPE_CHECKING
 
-from fruix_dagster.errors import ConfigError, HypervisorError
+import XenAPI
+
+from fruix_dagster.errors import HypervisorError
 
 if TYPE_CHECKING:
     from fruix_dagster.hypervisor.xapi import XapiClient
+
+#: What a call through the SDK can raise: XAPI's answer (``XenAPI.Failure``); the network, TLS and
+#: timeouts (``OSError``); HTTP (``http.client.HTTPException``); XML-RPC (``xmlrpc.client.Error``:
+#: ``Fault``, ``ProtocolError``, ``ResponseError``) and a body that is not XML (``ExpatError``); and an
+#: answer of the wrong shape: ``ValueError``/``TypeError`` from xmlrpc.client's unmarshaller, and
+#: ``TypeError``/``IndexError`` from the SDK's ``_parse_result`` (it concatenates a non-dict answer to a
+#: string, and reads ``ErrorDescription[0]``).  Anything else is a bug here and is not translated.
+CALL_ERRORS = (XenAPI.Failure, OSError, http.client.HTTPException, xmlrpc.client.Error,
+               xml.parsers.expat.ExpatError, ValueError, TypeError, IndexError)
 
 #: Answers of a pool that is (re)starting: retried like a dropped connection.
 TRANSIENT_POOL_CODES = ("HOST_STILL_BOOTING", "HOST_HAS_NO_MANAGEMENT_IP")
@@ -91,11 +103,8 @@ def call_failure(c: "XapiClient", method: str, details: list[str]) -> Hypervisor
 
 
 def translate(c: "XapiClient", method: str, exc: BaseException) -> HypervisorError:
-    """The error for a call to ``method`` that failed with ``exc`` before XAPI could answer it."""
-    if isinstance(exc, HypervisorError):
-        return exc
-    if isinstance(exc, ConfigError):
-        return exc  # type: ignore[return-value]
+    """The error for a call to ``method`` that failed with ``exc`` (one of ``CALL_ERRORS``
+    other than ``XenAPI.Failure``) before XAPI could answer it."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         how = (f"the CA in ca_file = {c.ca_file}" if c.ca_file
                else "the system trust store")
