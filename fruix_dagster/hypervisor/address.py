@@ -101,8 +101,7 @@ class AddressDiscovery:
                     f"{self.label}: expected an SSH server on {address}:{port} within {limit}, waited "
                     f"{time.monotonic() - t0:.0f} s and got {last}; check that sshd runs in the guest, "
                     f"that port {port} is right and that no firewall is in the way")
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 1.5, self.poll)
+            pause = self._nap(pause, deadline)
 
     def _address_from_metrics(self, deadline: float, limit: str) -> str:
         assert self.ref is not None
@@ -145,5 +144,9 @@ class AddressDiscovery:
                     f"{self.label}: expected it to stay Running while waiting for its address, found it "
                     f"{state_check} after {waited:.0f} s; check the VM's console (did the guest power "
                     f"itself off or crash?)")
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 1.5, self.poll)
+            pause = self._nap(pause, deadline)
+
+    def _nap(self, pause: float, deadline: float) -> float:
+        """Sleep ``pause`` seconds (never past ``deadline``); returns the next, longer pause (up to ``poll``)."""
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        return min(pause * 1.5, self.poll)

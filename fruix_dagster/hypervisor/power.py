@@ -98,6 +98,11 @@ class PowerOps:
         assert self.ref is not None
         return str(self.client.call("VM.get_power_state", self.ref))
 
+    def _operate(self, name: str, method: str, *args: Any, deadline: float, what: str) -> None:
+        """Run the task ``method`` within what is left until ``deadline`` (at least 1 s); record ``name``."""
+        self.client.run_task(method, *args, timeout=max(1.0, deadline - time.monotonic()), what=what)
+        self.operations.append(name)
+
     def _retry_or_raise(self, exc: XapiCallError, what: str, deadline: float, backoff: _Backoff,
                         limit_name: str) -> None:
         """Sleep before the next attempt of ``what`` or raise the one clear message."""
@@ -136,10 +141,8 @@ class PowerOps:
         t0 = time.monotonic()
         while True:
             try:
-                self.client.run_task("VM.revert", self.snapshot_ref,
-                                     timeout=max(1.0, deadline - time.monotonic()),
-                                     what=f"revert {self.label} to {name!r}")
-                self.operations.append("revert")
+                self._operate("revert", "VM.revert", self.snapshot_ref, deadline=deadline,
+                              what=f"revert {self.label} to {name!r}")
                 break
             except XapiCallError as exc:
                 self._retry_or_raise(exc, f"revert to snapshot {name!r}", deadline, backoff, limit)
@@ -192,9 +195,7 @@ class PowerOps:
             op_verb = op.split(".")[1]
             self.log(f"xcpng: {self.label} is {state}: {op_verb}")
             try:
-                self.client.run_task(op, self.ref, *args, timeout=max(1.0, deadline - time.monotonic()),
-                                     what=f"{op_verb} {self.label}")
-                self.operations.append(op_verb)
+                self._operate(op_verb, op, self.ref, *args, deadline=deadline, what=f"{op_verb} {self.label}")
                 action = verb
             except XapiCallError as exc:
                 last = exc
@@ -218,10 +219,8 @@ class PowerOps:
                 fallback_reason = f"it is {state} (a clean shutdown needs a Running guest)"
                 break
             try:
-                self.client.run_task("VM.clean_shutdown", self.ref,
-                                     timeout=max(1.0, deadline - time.monotonic()),
-                                     what=f"clean shutdown of {self.label}")
-                self.operations.append("clean_shutdown")
+                self._operate("clean_shutdown", "VM.clean_shutdown", self.ref, deadline=deadline,
+                              what=f"clean shutdown of {self.label}")
                 continue
             except XapiCallError as exc:
                 if exc.code in _PV_FALLBACK or exc.code.startswith("VM_LACKS_FEATURE"):
@@ -268,10 +267,8 @@ class PowerOps:
                 return
             self.log(f"xcpng: hard shutdown of {self.label} ({state})")
             try:
-                self.client.run_task("VM.hard_shutdown", self.ref,
-                                     timeout=max(1.0, deadline - time.monotonic()),
-                                     what=f"hard shutdown of {self.label}")
-                self.operations.append("hard_shutdown")
+                self._operate("hard_shutdown", "VM.hard_shutdown", self.ref, deadline=deadline,
+                              what=f"hard shutdown of {self.label}")
             except XapiCallError as exc:
                 self._retry_or_raise(exc, "hard-shut-down", deadline, backoff, limit)
             except XapiTimeout as exc:
