@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from fruix_dagster.defs.records import referenced_paths
+from fruix_dagster.defs.run_launcher import record_run_worker
 from fruix_dagster.session import GuestSession
 from fruix_dagster.store import ArtifactStore
 from fruix_dagster.settings import Settings, load_settings
@@ -37,6 +38,11 @@ class FruixResource(dg.ConfigurableResource):
     _settings: Settings | None = PrivateAttr(default=None)
     _sessions: dict[str, GuestSession] = PrivateAttr(default_factory=dict)
     _published: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # the run worker says which process it is, for the launcher's health check (run monitoring)
+        if context.instance is not None and context.run is not None:
+            record_run_worker(context.instance, context.run.run_id)
 
     def settings(self) -> Settings:
         if self._settings is None:
