@@ -85,6 +85,11 @@ def host_facts() -> dict:
             "host": socket.gethostname(), "machine_id": _read(Path("/etc/machine-id"))}
 
 
+def can_see_processes() -> bool:
+    """Whether this host has Linux /proc with start times (FreeBSD without linprocfs: no)."""
+    return (PROC / "self/stat").exists() and (PROC / "stat").exists()
+
+
 def current() -> ProcessIdentity:
     """This process's identity; OSError where /proc is missing."""
     pid = os.getpid()

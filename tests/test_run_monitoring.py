@@ -42,11 +42,13 @@ class Daemon:
         self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "FRUIX_CONFIG": str(lb.settings_path)}
         self.log = log
         self.proc: subprocess.Popen | None = None
+        self.started_at = 0
         config = yaml.safe_load((REPO / "dagster.yaml").read_text())
         config["run_monitoring"]["poll_interval_seconds"] = POLL
         (self.home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
     def start(self) -> float:
+        self.started_at = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=REPO,
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -73,7 +75,10 @@ class Daemon:
                         "--tags", json.dumps(all_tags)], cwd=REPO, env=self.env, check=True, capture_output=True)
 
     def checks_of(self, run_id: str) -> int:
-        return self.log.read_text(errors="replace").count(f"Checking run {run_id}")
+        """Monitoring passes over the run by the daemon started last."""
+        with self.log.open("rb") as f:
+            f.seek(self.started_at)
+            return f.read().decode(errors="replace").count(f"Checking run {run_id}")
 
 
 @contextmanager
@@ -85,8 +90,11 @@ def daemon_for(lb: LocalBuild, log: Path):
         d.stop()
 
 
-def slow_build(tmp_path: Path, seconds: int) -> LocalBuild:
-    return make_local_build(tmp_path, build={"make_vars": {"SAMPLE_SLEEP": str(seconds)}})
+def slow_build(tmp_path: Path, monkeypatch, seconds: int) -> LocalBuild:
+    """A local build whose buildworld is silent for ``seconds`` (the sample tree's SAMPLE_SLEEP)."""
+    lb = make_local_build(tmp_path, build={"make_vars": {"SAMPLE_SLEEP": str(seconds)}})
+    monkeypatch.setenv("DAGSTER_HOME", lb.instance.root_directory)  # dagster.yaml reads it
+    return lb
 
 
 def instance_of(lb: LocalBuild) -> dg.DagsterInstance:
@@ -132,7 +140,7 @@ def running_buildworld(lb: LocalBuild) -> bool:
 
 def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
-    return records[-1].event_log_entry.user_message
+    return records[-1].event_log_entry.message
 
 
 def wait_failed_in_bound(instance: dg.DagsterInstance, d: Daemon, run_id: str, restarted: float) -> float:
@@ -152,8 +160,8 @@ def assert_reattached(lb: LocalBuild, instance: dg.DagsterInstance, run_id: str)
         assert step_runs(lb.build_root, name) == 1, name
 
 
-def test_crash_then_relaunch_fails_the_dead_run_and_reattaches(tmp_path):
-    lb = slow_build(tmp_path, 25)
+def test_crash_then_relaunch_fails_the_dead_run_and_reattaches(tmp_path, monkeypatch):
+    lb = slow_build(tmp_path, monkeypatch, 25)
     with daemon_for(lb, tmp_path / "daemon.log") as d:
         dead, _worker = crash_during_buildworld(lb, d, **{"dagster/max_retries": "0"})
         restarted = d.start()
@@ -170,8 +178,8 @@ def test_crash_then_relaunch_fails_the_dead_run_and_reattaches(tmp_path):
     print(f"dead run marked failed {took:.1f} s after the daemon restart")
 
 
-def test_crash_then_automatic_retry_even_with_the_pid_recycled(tmp_path):
-    lb = slow_build(tmp_path, 25)
+def test_crash_then_automatic_retry_even_with_the_pid_recycled(tmp_path, monkeypatch):
+    lb = slow_build(tmp_path, monkeypatch, 25)
     with daemon_for(lb, tmp_path / "daemon.log") as d:
         dead, worker = crash_during_buildworld(lb, d)  # build_target carries dagster/max_retries=1
         # a live, unrelated process now holds the dead worker's number (its start time is another)
@@ -197,8 +205,8 @@ def test_crash_then_automatic_retry_even_with_the_pid_recycled(tmp_path):
         assert len(instance.get_runs()) == 2
 
 
-def test_a_slow_live_run_is_never_marked_dead(tmp_path):
-    lb = slow_build(tmp_path, 12)
+def test_a_slow_live_run_is_never_marked_dead(tmp_path, monkeypatch):
+    lb = slow_build(tmp_path, monkeypatch, 12)
     with daemon_for(lb, tmp_path / "daemon.log") as d:
         d.start()
         d.launch()

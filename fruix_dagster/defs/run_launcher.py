@@ -88,6 +88,9 @@ class WorkerCheckingRunLauncher(dg.DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        if not pi.can_see_processes():
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no Linux /proc on this host: cannot tell "
+                                        "whether the run worker runs")
         recorded = _worker_record(run)
         if recorded is not None:
             verdict = pi.judge(recorded)
@@ -111,7 +114,7 @@ class WorkerCheckingRunLauncher(dg.DefaultRunLauncher):
         records = self._instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT,
                                                      ascending=False).records
         for rec in records:
-            message = rec.event_log_entry.user_message or ""
+            message = rec.event_log_entry.message or ""
             if message.startswith(STARTED_PROCESS):
                 pid = int(message[len(STARTED_PROCESS):].split(")", 1)[0])
                 later = pi.started_after(pid, rec.event_log_entry.timestamp)

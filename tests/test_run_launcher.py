@@ -1,0 +1,106 @@
+"""WorkerCheckingRunLauncher.check_run_worker_health on crafted runs of a real instance."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+
+import dagster as dg
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
+from dagster._core.events.log import EventLogEntry
+from dagster._core.launcher import WorkerStatus
+from dagster._core.storage.tags import GRPC_INFO_TAG
+
+from fruix_dagster import process_identity as pi
+from fruix_dagster.defs.run_launcher import DEAD_REASON, LAUNCHED_TAG, WORKER_TAG, WorkerCheckingRunLauncher
+from tests.conftest import new_instance
+
+
+def launcher_and_run(tmp_path, tags: dict[str, str], run_id: str = "0" * 8 + "-run") -> tuple:
+    instance = new_instance(tmp_path / "home")
+    run = instance.add_run(dg.DagsterRun(job_name="build_target", run_id=run_id, tags=tags,
+                                         status=dg.DagsterRunStatus.STARTED))
+    launcher = WorkerCheckingRunLauncher()
+    launcher.register_instance(instance)
+    return instance, launcher, run
+
+
+def worker_tag(run_id: str, identity: pi.ProcessIdentity) -> str:
+    return json.dumps({"run_id": run_id, **json.loads(identity.to_json())})
+
+
+def test_the_recorded_worker_decides(tmp_path):
+    run_id = "r1"
+    _i, launcher, run = launcher_and_run(tmp_path, {WORKER_TAG: worker_tag(run_id, pi.current())}, run_id)
+    health = launcher.check_run_worker_health(run)
+    assert health.status == WorkerStatus.RUNNING and health.run_worker_id == str(os.getpid())
+    child = subprocess.Popen(["true"])
+    child.wait()
+    gone = pi.ProcessIdentity.from_json(pi.current().to_json().replace(f'"pid":{os.getpid()}', f'"pid":{child.pid}'))
+    _i, launcher, run = launcher_and_run(tmp_path / "b", {WORKER_TAG: worker_tag(run_id, gone)}, run_id)
+    health = launcher.check_run_worker_health(run)
+    assert health.status == WorkerStatus.NOT_FOUND
+    assert health.msg.startswith(DEAD_REASON) and "no such process" in health.msg
+
+
+def test_a_parents_worker_copied_by_a_reexecution_is_ignored(tmp_path):
+    child = subprocess.Popen(["true"])
+    child.wait()
+    gone = pi.ProcessIdentity.from_json(pi.current().to_json().replace(f'"pid":{os.getpid()}', f'"pid":{child.pid}'))
+    # the retry carries its parent's fruix/run_worker tag until its own worker records itself
+    _i, launcher, run = launcher_and_run(tmp_path, {WORKER_TAG: worker_tag("parent", gone)}, "retry")
+    health = launcher.check_run_worker_health(run)
+    assert health.status == WorkerStatus.RUNNING and "cannot tell" in health.msg
+
+
+def launched_here(run_id: str) -> dict[str, str]:
+    return {LAUNCHED_TAG: json.dumps({"run_id": run_id, **pi.host_facts()}),
+            GRPC_INFO_TAG: json.dumps({"host": "localhost", "socket": "/tmp/x"})}
+
+
+def started_process(instance: dg.DagsterInstance, run: dg.DagsterRun, pid: int) -> None:
+    instance.report_engine_event(f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid))
+
+
+def test_without_a_record_dagsters_own_pid_event_is_used(tmp_path):
+    instance, launcher, run = launcher_and_run(tmp_path, launched_here("r2"), "r2")
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING  # no event yet: cannot tell
+    started_process(instance, run, os.getpid())  # this process started before the event: it is the worker
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+    child = subprocess.Popen(["true"])
+    child.wait()
+    started_process(instance, run, child.pid)
+    health = launcher.check_run_worker_health(run)
+    assert health.status == WorkerStatus.NOT_FOUND and "no such process" in health.msg
+
+
+def test_without_a_record_a_pid_taken_after_the_event_is_not_the_worker(tmp_path):
+    instance, launcher, run = launcher_and_run(tmp_path, launched_here("r3"), "r3")
+    stranger = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        # the worker wrote its event an hour ago; the process holding that pid now started just now
+        event = DagsterEvent(event_type_value=DagsterEventType.ENGINE_EVENT.value, job_name=run.job_name,
+                             message=f"Started process for run (pid: {stranger.pid}).",
+                             event_specific_data=EngineEventData.in_process(stranger.pid))
+        instance.store_event(EventLogEntry(error_info=None, level=logging.INFO, user_message="",
+                                           run_id=run.run_id, timestamp=time.time() - 3600,
+                                           dagster_event=event, job_name=run.job_name))
+        health = launcher.check_run_worker_health(run)
+        assert health.status == WorkerStatus.NOT_FOUND and "later process" in health.msg
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_runs_launched_elsewhere_or_in_process_are_never_dead(tmp_path):
+    child = subprocess.Popen(["true"])
+    child.wait()
+    elsewhere = {LAUNCHED_TAG: json.dumps({"run_id": "r5", **pi.host_facts(), "host": "orchestrator-2"})}
+    for tags in (elsewhere, {}):  # {}: execute_in_process, no launcher involved
+        instance, launcher, run = launcher_and_run(tmp_path / str(len(tags)), tags, "r5")
+        started_process(instance, run, child.pid)
+        health = launcher.check_run_worker_health(run)
+        assert health.status == WorkerStatus.RUNNING and "cannot tell" in health.msg
