@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from dagster._core.launcher import WorkerStatus
@@ -25,6 +26,8 @@ from fruix_dagster import process_identity as pi
 from fruix_dagster.defs.records import latest
 from fruix_dagster.defs.run_launcher import DEAD_REASON, WORKER_TAG, WorkerCheckingRunLauncher
 from tests.conftest import REPO, LocalBuild, make_local_build
+from tests.support.postgres import postgres_server  # noqa: F401
+from tests.test_postgres import DEPLOY_YAML, MISSING_DAGSTER_POSTGRES, dagster_postgres
 from tests.test_ssh_build import step_runs, wait_for
 
 BIN = REPO / ".venv" / "bin"
@@ -37,13 +40,13 @@ MARGIN = 15
 class Daemon:
     """dagster-daemon on the build's instance, logging to a file."""
 
-    def __init__(self, lb: LocalBuild, log: Path):
+    def __init__(self, lb: LocalBuild, log: Path, instance_yaml: Path = REPO / "dagster.yaml"):
         self.home = Path(lb.instance.root_directory)
         self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "FRUIX_CONFIG": str(lb.settings_path)}
         self.log = log
         self.proc: subprocess.Popen | None = None
         self.started_at = 0
-        config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+        config = yaml.safe_load(instance_yaml.read_text())
         config["run_monitoring"]["poll_interval_seconds"] = POLL
         (self.home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
@@ -82,8 +85,8 @@ class Daemon:
 
 
 @contextmanager
-def daemon_for(lb: LocalBuild, log: Path):
-    d = Daemon(lb, log)
+def daemon_for(lb: LocalBuild, log: Path, instance_yaml: Path = REPO / "dagster.yaml"):
+    d = Daemon(lb, log, instance_yaml)
     try:
         yield d
     finally:
@@ -178,10 +181,20 @@ def test_crash_then_relaunch_fails_the_dead_run_and_reattaches(tmp_path, monkeyp
     print(f"dead run marked failed {took:.1f} s after the daemon restart")
 
 
+def retried_and_reattached(lb: LocalBuild, instance: dg.DagsterInstance, dead: dg.DagsterRun) -> None:
+    wait_for(lambda: len(instance.get_runs()) == 2, DAEMON_START + 60, "the automatic retry")
+    retry = next(r for r in instance.get_runs() if r.run_id != dead.run_id)
+    assert retry.parent_run_id == dead.run_id and retry.tags["dagster/retry_number"] == "1"
+    wait_for(lambda: instance.get_run_by_id(retry.run_id).is_finished, 300, "the retry to finish")
+    assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert_reattached(lb, instance, retry.run_id)
+    assert len(instance.get_runs()) == 2
+
+
 def test_crash_then_automatic_retry_even_with_the_pid_recycled(tmp_path, monkeypatch):
     lb = slow_build(tmp_path, monkeypatch, 25)
     with daemon_for(lb, tmp_path / "daemon.log") as d:
-        dead, worker = crash_during_buildworld(lb, d)  # build_target carries dagster/max_retries=1
+        dead, _worker = crash_during_buildworld(lb, d)  # build_target carries dagster/max_retries=1
         # a live, unrelated process now holds the dead worker's number (its start time is another)
         stranger = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         try:
@@ -196,13 +209,25 @@ def test_crash_then_automatic_retry_even_with_the_pid_recycled(tmp_path, monkeyp
             stranger.wait()
         message = failure_message(instance, dead.run_id)
         assert DEAD_REASON in message and "belongs to another process" in message, message
-        wait_for(lambda: len(instance.get_runs()) == 2, DAEMON_START + 60, "the automatic retry")
-        retry = next(r for r in instance.get_runs() if r.run_id != dead.run_id)
-        assert retry.parent_run_id == dead.run_id and retry.tags["dagster/retry_number"] == "1"
-        wait_for(lambda: instance.get_run_by_id(retry.run_id).is_finished, 300, "the retry to finish")
-        assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.SUCCESS
-        assert_reattached(lb, instance, retry.run_id)
-        assert len(instance.get_runs()) == 2
+        retried_and_reattached(lb, instance, dead)
+
+
+def test_crash_on_postgresql_with_the_deploy_instance(tmp_path, monkeypatch, postgres_server):
+    """deploy/dagster.postgres.yaml, as the systemd unit / rc.d script runs the daemon with it."""
+    if dagster_postgres is None:
+        pytest.fail(MISSING_DAGSTER_POSTGRES)
+    for k, v in postgres_server.dagster_env().items():
+        monkeypatch.setenv(k, v)
+    lb = slow_build(tmp_path, monkeypatch, 25)
+    with daemon_for(lb, tmp_path / "daemon.log", DEPLOY_YAML) as d:
+        instance = instance_of(lb)
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        dead, _worker = crash_during_buildworld(lb, d)
+        restarted = d.start()
+        took = wait_failed_in_bound(instance, d, dead.run_id, restarted)
+        assert DEAD_REASON in failure_message(instance, dead.run_id)
+        retried_and_reattached(lb, instance, dead)
+    print(f"PostgreSQL: dead run marked failed {took:.1f} s after the daemon restart")
 
 
 def test_a_slow_live_run_is_never_marked_dead(tmp_path, monkeypatch):
