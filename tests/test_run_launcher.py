@@ -15,7 +15,8 @@ from dagster._core.launcher import WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 from fruix_dagster import process_identity as pi
-from fruix_dagster.defs.run_launcher import DEAD_REASON, LAUNCHED_TAG, WORKER_TAG, WorkerCheckingRunLauncher
+from fruix_dagster.defs.run_launcher import (DEAD_REASON, LAUNCHED_TAG, WORKER_TAG, WorkerCheckingRunLauncher,
+                                          record_run_worker)
 from tests.conftest import new_instance
 
 
@@ -104,3 +105,18 @@ def test_runs_launched_elsewhere_or_in_process_are_never_dead(tmp_path):
         started_process(instance, run, child.pid)
         health = launcher.check_run_worker_health(run)
         assert health.status == WorkerStatus.RUNNING and "cannot tell" in health.msg
+
+
+def test_the_run_worker_records_itself_and_only_itself(tmp_path):
+    instance, _l, run = launcher_and_run(tmp_path, {}, "r6")
+    started_process(instance, run, os.getpid() + 1)  # the run worker is another process (this is a step process)
+    record_run_worker(instance, "r6")
+    assert WORKER_TAG not in instance.get_run_by_id("r6").tags
+    started_process(instance, run, os.getpid())
+    record_run_worker(instance, "r6")
+    recorded = json.loads(instance.get_run_by_id("r6").tags[WORKER_TAG])
+    assert recorded.pop("run_id") == "r6"
+    assert pi.ProcessIdentity.from_json(json.dumps(recorded)) == pi.current()
+    instance, _l, run = launcher_and_run(tmp_path / "b", {}, "r7")  # execute_in_process: no such event
+    record_run_worker(instance, "r7")
+    assert json.loads(instance.get_run_by_id("r7").tags[WORKER_TAG])["pid"] == os.getpid()

@@ -59,6 +59,9 @@ def record_run_worker(instance: dg.DagsterInstance, run_id: str) -> None:
     run = instance.get_run_by_id(run_id)
     if run is None:
         return
+    started = _started_process(instance, run_id)
+    if started is not None and started[0] != me.pid:
+        return  # a step process of a multiprocess executor, not the run worker itself
     if _worker_record(run) != me:
         instance.add_run_tags(run_id, {WORKER_TAG: json.dumps({"run_id": run_id, **json.loads(me.to_json())})})
 
@@ -72,6 +75,17 @@ def _worker_record(run: dg.DagsterRun) -> pi.ProcessIdentity | None:
     if data.pop("run_id", None) != run.run_id:
         return None
     return pi.ProcessIdentity.from_json(json.dumps(data))
+
+
+def _started_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """Pid and time of Dagster's latest "Started process for run (pid: N)" event of the run."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT,
+                                           ascending=False).records
+    for rec in records:
+        message = rec.event_log_entry.message or ""
+        if message.startswith(STARTED_PROCESS):
+            return int(message[len(STARTED_PROCESS):].split(")", 1)[0]), rec.event_log_entry.timestamp
+    return None
 
 
 class WorkerCheckingRunLauncher(dg.DefaultRunLauncher):
@@ -111,22 +125,18 @@ class WorkerCheckingRunLauncher(dg.DefaultRunLauncher):
         if launched.get("boot_id") and here["boot_id"] and launched["boot_id"] != here["boot_id"]:
             return CheckRunHealthResult(WorkerStatus.NOT_FOUND, f"{DEAD_REASON} (launched before this "
                                         "host rebooted)")
-        records = self._instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT,
-                                                     ascending=False).records
-        for rec in records:
-            message = rec.event_log_entry.message or ""
-            if message.startswith(STARTED_PROCESS):
-                pid = int(message[len(STARTED_PROCESS):].split(")", 1)[0])
-                later = pi.started_after(pid, rec.event_log_entry.timestamp)
-                if later is None:
-                    return CheckRunHealthResult(WorkerStatus.NOT_FOUND, f"{DEAD_REASON} (pid {pid}: no such "
-                                                "process)", run_worker_id=str(pid))
-                if later:
-                    return CheckRunHealthResult(WorkerStatus.NOT_FOUND, f"{DEAD_REASON} (pid {pid} now "
-                                                "belongs to a later process)", run_worker_id=str(pid))
-                return CheckRunHealthResult(WorkerStatus.RUNNING, f"pid {pid} running",
-                                            run_worker_id=str(pid))
-        return CheckRunHealthResult(WorkerStatus.RUNNING, "worker not started yet: cannot tell")
+        started = _started_process(self._instance, run.run_id)
+        if started is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "worker not started yet: cannot tell")
+        pid, when = started
+        later = pi.started_after(pid, when)
+        if later is None:
+            return CheckRunHealthResult(WorkerStatus.NOT_FOUND, f"{DEAD_REASON} (pid {pid}: no such process)",
+                                        run_worker_id=str(pid))
+        if later:
+            return CheckRunHealthResult(WorkerStatus.NOT_FOUND, f"{DEAD_REASON} (pid {pid} now belongs to a "
+                                        "later process)", run_worker_id=str(pid))
+        return CheckRunHealthResult(WorkerStatus.RUNNING, f"pid {pid} running", run_worker_id=str(pid))
 
     def get_run_worker_debug_info(self, run: dg.DagsterRun, include_container_logs: bool | None = True
                                   ) -> str | None:
