@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import yaml
 
 from dagster._core.launcher import WorkerStatus
@@ -27,7 +26,8 @@ from fruix_dagster.defs.records import latest
 from fruix_dagster.defs.run_launcher import DEAD_REASON, WORKER_TAG, WorkerCheckingRunLauncher
 from tests.conftest import REPO, LocalBuild, make_local_build
 from tests.support.postgres import postgres_server  # noqa: F401
-from tests.test_postgres import DEPLOY_YAML, MISSING_DAGSTER_POSTGRES, dagster_postgres
+from tests.test_postgres import DEPLOY_YAML
+from tests.test_run_queue import build_runs
 from tests.test_ssh_build import step_runs, wait_for
 
 BIN = REPO / ".venv" / "bin"
@@ -105,7 +105,7 @@ def instance_of(lb: LocalBuild) -> dg.DagsterInstance:
 
 
 def only_run(instance: dg.DagsterInstance) -> dg.DagsterRun:
-    runs = instance.get_runs()
+    runs = build_runs(instance)
     assert len(runs) == 1, [r.run_id for r in runs]
     return runs[0]
 
@@ -123,7 +123,7 @@ def crash_during_buildworld(lb: LocalBuild, d: Daemon, **tags: str) -> tuple[dg.
     d.start()
     d.launch(**tags)
     instance = instance_of(lb)
-    wait_for(lambda: instance.get_runs() and only_run(instance).status == dg.DagsterRunStatus.STARTED,
+    wait_for(lambda: build_runs(instance) and only_run(instance).status == dg.DagsterRunStatus.STARTED,
              DAEMON_START + 60, "the run to start")
     run = only_run(instance)
     wait_for(lambda: step_runs(lb.build_root, "buildworld") == 1, 120, "buildworld to start on the guest")
@@ -173,22 +173,22 @@ def test_crash_then_relaunch_fails_the_dead_run_and_reattaches(tmp_path, monkeyp
         took = wait_failed_in_bound(instance, d, dead.run_id, restarted)
         message = failure_message(instance, dead.run_id)
         assert DEAD_REASON in message and ("no such process" in message or "exited" in message), message
-        new = next(r for r in instance.get_runs() if r.run_id != dead.run_id)
+        new = next(r for r in build_runs(instance) if r.run_id != dead.run_id)
         wait_for(lambda: instance.get_run_by_id(new.run_id).is_finished, 300, "the relaunched run to finish")
         assert instance.get_run_by_id(new.run_id).status == dg.DagsterRunStatus.SUCCESS
         assert_reattached(lb, instance, new.run_id)
-        assert len(instance.get_runs()) == 2  # no automatic retry with dagster/max_retries=0
+        assert len(build_runs(instance)) == 2  # no automatic retry with dagster/max_retries=0
     print(f"dead run marked failed {took:.1f} s after the daemon restart")
 
 
 def retried_and_reattached(lb: LocalBuild, instance: dg.DagsterInstance, dead: dg.DagsterRun) -> None:
-    wait_for(lambda: len(instance.get_runs()) == 2, DAEMON_START + 60, "the automatic retry")
-    retry = next(r for r in instance.get_runs() if r.run_id != dead.run_id)
+    wait_for(lambda: len(build_runs(instance)) == 2, DAEMON_START + 60, "the automatic retry")
+    retry = next(r for r in build_runs(instance) if r.run_id != dead.run_id)
     assert retry.parent_run_id == dead.run_id and retry.tags["dagster/retry_number"] == "1"
     wait_for(lambda: instance.get_run_by_id(retry.run_id).is_finished, 300, "the retry to finish")
     assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.SUCCESS
     assert_reattached(lb, instance, retry.run_id)
-    assert len(instance.get_runs()) == 2
+    assert len(build_runs(instance)) == 2
 
 
 def test_crash_then_automatic_retry_even_with_the_pid_recycled(tmp_path, monkeypatch):
@@ -214,8 +214,6 @@ def test_crash_then_automatic_retry_even_with_the_pid_recycled(tmp_path, monkeyp
 
 def test_crash_on_postgresql_with_the_deploy_instance(tmp_path, monkeypatch, postgres_server):
     """deploy/dagster.postgres.yaml, as the systemd unit / rc.d script runs the daemon with it."""
-    if dagster_postgres is None:
-        pytest.fail(MISSING_DAGSTER_POSTGRES)
     for k, v in postgres_server.dagster_env().items():
         monkeypatch.setenv(k, v)
     lb = slow_build(tmp_path, monkeypatch, 25)
@@ -252,4 +250,4 @@ def test_a_slow_live_run_is_never_marked_dead(tmp_path, monkeypatch):
         wait_for(lambda: instance.get_run_by_id(run.run_id).is_finished, 300, "the run to finish")
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
         assert d.checks_of(run.run_id) >= checks + 3
-        assert len(instance.get_runs()) == 1
+        assert len(build_runs(instance)) == 1
