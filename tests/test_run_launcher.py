@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 
 import dagster as dg
@@ -120,3 +121,13 @@ def test_the_run_worker_records_itself_and_only_itself(tmp_path):
     instance, _l, run = launcher_and_run(tmp_path / "b", {}, "r7")  # execute_in_process: no such event
     record_run_worker(instance, "r7")
     assert json.loads(instance.get_run_by_id("r7").tags[WORKER_TAG])["pid"] == os.getpid()
+
+
+def test_the_launcher_module_loads_without_settings(tmp_path):
+    """The webserver and the daemon import it from dagster.yaml: no settings file, no definitions."""
+    code = ("import json, sys, fruix_dagster.defs.run_launcher as m; m.WorkerCheckingRunLauncher(); "
+            "print(json.dumps(sorted(n for n in sys.modules if n.startswith('fruix_dagster'))))")
+    env = {k: v for k, v in os.environ.items() if k != "FRUIX_CONFIG"} | {"FRUIX_CONFIG": str(tmp_path / "missing.toml")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == ["fruix_dagster", "fruix_dagster.defs", "fruix_dagster.defs.run_launcher",
+                         "fruix_dagster.process_identity"]
