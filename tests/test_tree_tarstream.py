@@ -514,3 +514,10 @@ def test_huge_pax_size_is_refused_cleanly():
 def test_duplicate_of_implied_directory_is_named_as_such():
     refused(archive(file_entry(b"x/y", b"1"), file_entry(b"x", b"2")), "directory implied by an earlier path",
             require_parents=False)
+
+
+@pytest.mark.parametrize("value", [b"inf", b"-inf", b"1e999", b"nan", b"soon", b"1700000123.75"])
+def test_pax_mtime_is_informational_and_never_breaks_the_reader(value):
+    """An unusable pax mtime keeps the header's; `inf` used to escape as a bare OverflowError."""
+    [m] = [m for m in iter_members(io.BytesIO(archive(pax({b"mtime": value}), file_entry(b"f", b"1")))) if m.path]
+    assert m.mtime == (1_700_000_123 if value == b"1700000123.75" else 1_700_000_000)

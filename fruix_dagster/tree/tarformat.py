@@ -165,7 +165,7 @@ def apply_pax(
     if b"mtime" in pax:
         try:
             mtime = int(float(pax[b"mtime"]))
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, or nan / inf
             pass  # informational only: an unreadable pax mtime keeps the header's mtime
     if any(k.startswith(b"GNU.sparse.") for k in pax):
         raise refusal(
