@@ -24,7 +24,7 @@ from dagster._core.launcher import WorkerStatus
 from fruix_dagster import process_identity as pi
 from fruix_dagster.defs.records import latest
 from fruix_dagster.defs.run_launcher import DEAD_REASON, WORKER_TAG, WorkerCheckingRunLauncher
-from tests.conftest import REPO, LocalBuild, make_local_build
+from tests.conftest import REPO, LocalBuild, make_local_build, make_ssh_build
 from tests.support.postgres import postgres_server  # noqa: F401
 from tests.test_postgres import DEPLOY_YAML
 from tests.test_run_queue import build_runs
@@ -44,6 +44,7 @@ class Daemon:
         self.home = Path(lb.instance.root_directory)
         self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "FRUIX_CONFIG": str(lb.settings_path)}
         self.log = log
+        self.guest = lb.settings.guest_for("amd64").name
         self.proc: subprocess.Popen | None = None
         self.started_at = 0
         config = yaml.safe_load(instance_yaml.read_text())
@@ -73,7 +74,7 @@ class Daemon:
             self.proc.wait()
 
     def launch(self, **tags: str) -> None:
-        all_tags = {"dagster/partition": "amd64", "fruix/guest": "local", "fruix/target": "amd64", **tags}
+        all_tags = {"dagster/partition": "amd64", "fruix/guest": self.guest, "fruix/target": "amd64", **tags}
         subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "build_target",
                         "--tags", json.dumps(all_tags)], cwd=REPO, env=self.env, check=True, capture_output=True)
 
@@ -164,7 +165,19 @@ def assert_reattached(lb: LocalBuild, instance: dg.DagsterInstance, run_id: str)
 
 
 def test_crash_then_relaunch_fails_the_dead_run_and_reattaches(tmp_path, monkeypatch):
-    lb = slow_build(tmp_path, monkeypatch, 25)
+    relaunch_after_crash(tmp_path, slow_build(tmp_path, monkeypatch, 25))
+
+
+def test_crash_with_an_ssh_guest_then_relaunch(tmp_path, monkeypatch, ssh_guest):
+    """The make step goes on inside the SSH guest while the orchestrator is down."""
+    lb = make_ssh_build(tmp_path, ssh_guest, build={"jobs": 2, "min_free_gib": 0.5,
+                                                    "make_vars": {"SAMPLE_SLEEP": "25"}})
+    monkeypatch.setenv("DAGSTER_HOME", lb.instance.root_directory)
+    relaunch_after_crash(tmp_path, lb)
+    assert not [p for p in ssh_guest.processes() if "buildworld" in p[1]]
+
+
+def relaunch_after_crash(tmp_path: Path, lb: LocalBuild) -> None:
     with daemon_for(lb, tmp_path / "daemon.log") as d:
         dead, _worker = crash_during_buildworld(lb, d, **{"dagster/max_retries": "0"})
         restarted = d.start()
