@@ -12,9 +12,7 @@ import sys
 from typing import Sequence
 
 from fruix_dagster.errors import FruixError
-
-ASSETS = ("freebsd_source", "world_build", "kernel_build", "world_stage", "kernel_stage",
-          "headers_slice", "bootloader_slice")
+from fruix_dagster.graph import ARTIFACTS, NAMES, REQUIRED_FILES, SLICES, STAGES, check_name
 
 
 def _instance():
@@ -44,7 +42,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fruix_dagster.defs.assets import ARTIFACTS, REQUIRED_FILES, check_name
     from fruix_dagster.defs.records import checks_passed, latest
     from fruix_dagster.report import build_report, render_report
 
@@ -54,7 +51,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for i, target in enumerate(targets):
         metas: dict[str, dict | None] = {}
         checks_ok: dict[str, bool] = {}
-        for asset in ASSETS:
+        for asset in NAMES:
             rec = latest(instance, asset, target)
             metas[asset] = None if rec is None else {**rec.metadata, "_timestamp": rec.timestamp}
             if rec is not None and asset in ARTIFACTS:
@@ -89,15 +86,25 @@ def cmd_build(args: argparse.Namespace) -> int:
                                         raise_on_error=False)
         if not result.success:
             failed = True
-            for event in result.all_events:
-                if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                    err = event.step_failure_data.error
-                    cause = err
-                    while cause.cause is not None and "FruixError" not in str(cause.cls_name):
-                        cause = cause.cause
-                    print(f"{event.step_key} failed for target {target}: {cause.message.strip()}",
-                          file=sys.stderr)
+            for step_key, message in step_failures(result):
+                print(f"{step_key} failed for target {target}: {message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def step_failures(result) -> list[tuple[str, str]]:
+    """(step key, message) of every failed step of an in-process run.
+
+    The message is that of the first ``FruixError`` in the error's cause chain
+    (Dagster wraps the exception an asset raised), else of the innermost cause.
+    """
+    out = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            cause = event.step_failure_data.error
+            while cause.cause is not None and "FruixError" not in str(cause.cls_name):
+                cause = cause.cause
+            out.append((event.step_key, cause.message.strip()))
+    return out
 
 
 def cmd_store_gc(args: argparse.Namespace) -> int:
@@ -121,7 +128,7 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from fruix_dagster.defs.history import load_history
-    from fruix_dagster.history.frame import ARTIFACTS, frame_of
+    from fruix_dagster.history.frame import frame_of
     from fruix_dagster.history.render import render
     from fruix_dagster.settings import load_settings
 
@@ -166,12 +173,8 @@ def cmd_rebuild_check(args: argparse.Namespace) -> int:
         instance=instance, run_config=run_config, raise_on_error=False,
         tags={GUEST_TAG: settings.guest_for(target).name, "fruix/target": target})
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                cause = event.step_failure_data.error
-                while cause.cause is not None and "FruixError" not in str(cause.cls_name):
-                    cause = cause.cause
-                print(f"rebuild-check failed for target {target}: {cause.message.strip()}", file=sys.stderr)
+        for _step, message in step_failures(result):
+            print(f"rebuild-check failed for target {target}: {message}", file=sys.stderr)
         return 1
     out = result.output_for_node(REBUILD_OP)
     sys.stdout.write(out["report"])
@@ -189,7 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.target(args.target)
     instance = _instance()
-    assets = ["world_stage", "kernel_stage"] + (["headers_slice", "bootloader_slice"] if args.slices else [])
+    assets = [*STAGES, *(SLICES if args.slices else ())]
     paths = {}
     for asset in assets:
         rec = latest(instance, asset, args.target)
@@ -217,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="materialize the build graph for targets, in this process")
     p.add_argument("--target", help="one target (default: every target, one run each)")
-    p.add_argument("--select", action="append", choices=ASSETS, help="only these assets (repeatable)")
+    p.add_argument("--select", action="append", choices=NAMES, help="only these assets (repeatable)")
     p.add_argument("--clean", action="store_true", help="clean build (no WITHOUT_CLEAN)")
     p.add_argument("--force", action="store_true", help="re-run make steps even if reusable")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -226,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("history", help="every past materialization of the stages and slices")
     p.add_argument("--target", help="one target (default: every target)")
-    p.add_argument("--asset", choices=("world_stage", "kernel_stage", "headers_slice", "bootloader_slice"),
+    p.add_argument("--asset", choices=ARTIFACTS,
                    help="one artifact (default: all four)")
     p.add_argument("--last", type=_count, metavar="N",
                    help="only the newest N rows (default: 20 for table, all for csv/json; 0: all)")

@@ -10,17 +10,20 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from fruix_dagster.graph import (ARTIFACTS, BUILDS, KERNEL_FILE, LOADER_EFI, PARAM_H, SOURCE_ASSET,
+                                 key_file_home, spec)
+
 REPORT_KEYS = (
     "build_jobs", "source_store", "source_root", "build_root",
     "world_stage", "kernel_stage", "headers_stage", "bootloader_stage",
     "build_root_size", "world_stage_size", "kernel_stage_size", "headers_stage_size",
     "bootloader_stage_size", "sha_kernel", "sha_loader", "sha_param",
 )
-_STAGE_ASSETS = {"world_stage": "world_stage", "kernel_stage": "kernel_stage",
-                 "headers_stage": "headers_slice", "bootloader_stage": "bootloader_slice"}
-_SHAS = {"sha_kernel": ("kernel_stage", "sha256:boot/kernel/kernel"),
-         "sha_loader": ("bootloader_slice", "sha256:boot/loader.efi"),
-         "sha_param": ("headers_slice", "sha256:usr/include/sys/param.h")}
+#: the harness's name of each artifact (``world_stage=``, ``headers_stage=`` …) → the asset
+_STAGE_ASSETS = {spec(a).report_name: a for a in ARTIFACTS}
+#: the harness's key-file lines: from the asset that is the file's home (see fruix_dagster.graph)
+_SHAS = {key: (key_file_home(path), f"sha256:{path}")
+         for key, path in (("sha_kernel", KERNEL_FILE), ("sha_loader", LOADER_EFI), ("sha_param", PARAM_H))}
 
 
 def human_size(n: int) -> str:
@@ -48,17 +51,20 @@ def build_report(latest: Mapping[str, Mapping[str, Any] | None],
         return latest.get(asset) or {}
 
     values: dict[str, str] = {}
-    values["build_jobs"] = str(meta("world_build").get("build_jobs", ""))
-    values["source_store"] = str(meta("freebsd_source").get("source_store", ""))
-    values["source_root"] = str(meta("freebsd_source").get("source_root", ""))
-    measured = [a for a in _STAGE_ASSETS.values() if "build_root_size_bytes" in meta(a)]
+    values["build_jobs"] = str(meta(BUILDS[0]).get("build_jobs", ""))
+    values["source_store"] = str(meta(SOURCE_ASSET).get("source_store", ""))
+    values["source_root"] = str(meta(SOURCE_ASSET).get("source_root", ""))
+    # the newest measurement of the build root; one that failed (build_root_size_unknown) leaves
+    # the value empty rather than showing an older figure
+    measured = [a for a in _STAGE_ASSETS.values()
+                if "build_root_size_bytes" in meta(a) or "build_root_size_unknown" in meta(a)]
     newest = max(measured, key=lambda a: meta(a).get("_timestamp", 0), default=None)
     values["build_root"] = next((str(meta(a)["build_root"]) for a in _STAGE_ASSETS.values()
                                  if meta(a).get("build_root")), "")
     for key, asset in _STAGE_ASSETS.items():
         values[key] = str(meta(asset).get("path", ""))
     values["build_root_size"] = (human_size(int(meta(newest)["build_root_size_bytes"]))
-                                 if newest else "")
+                                 if newest and "build_root_size_bytes" in meta(newest) else "")
     for key, asset in _STAGE_ASSETS.items():
         size = meta(asset).get("size_bytes")
         values[f"{key}_size"] = human_size(int(size)) if size is not None else ""

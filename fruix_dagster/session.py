@@ -150,13 +150,19 @@ class GuestSession:
 
         ``failed`` only changes what is logged: the policy is the same after a
         failed run.  A policy that cannot be applied raises HypervisorError
-        after the transport is closed and the XAPI sessions are logged out.
+        after the transport is closed and the XAPI sessions are logged out; a
+        transport that fails to close does not skip the policy (with both
+        failing, one FruixError names both).
         """
         with self._lock:
+            errors: list[BaseException] = []
             if self._transport is not None:
-                self._transport.close()
-                self._transport = None
-            error: BaseException | None = None
+                transport, self._transport = self._transport, None
+                try:
+                    transport.close()
+                except Exception as exc:  # noqa: BLE001 - the after-run policy must still run
+                    errors.append(exc)
+                    self.log(f"closing {transport.description} failed: {exc}")
             try:
                 if self.vm is not None and not self._closed_vm:
                     self._closed_vm = True
@@ -164,11 +170,19 @@ class GuestSession:
                         poweroff = self._poweroff_over_ssh if self.vm.address else None
                         self.vm.apply_after(poweroff, failed=failed or self._open_error is not None)
             except BaseException as exc:  # noqa: BLE001 - re-raised after the logout below
-                error = exc
+                errors.append(exc)
                 if isinstance(exc, FruixError):
                     self.log(f"xcpng: after-run policy failed: {exc}")
             finally:
                 if self.xapi is not None:
                     self.xapi.close()
-            if error is not None:
-                raise error
+            interrupt = next((e for e in errors if not isinstance(e, Exception)), None)
+            if interrupt is not None:
+                raise interrupt
+            if len(errors) == 1:
+                raise errors[0]
+            if errors:
+                raise FruixError(
+                    f"{self._where()}: closing the session failed {len(errors)} times: "
+                    + "; ".join(str(e).splitlines()[0] if str(e) else type(e).__name__ for e in errors)
+                ) from errors[0]

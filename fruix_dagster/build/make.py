@@ -22,11 +22,10 @@ from typing import Any, Mapping, Sequence
 
 from fruix_dagster.build.fingerprint import fingerprint, output_argv
 from fruix_dagster.guest.detached import StepSpec
+from fruix_dagster.graph import KERNEL_STEPS, STEP_NAMES, WORLD_STEPS
 from fruix_dagster.guest.fence import check_build_root
 
-WORLD_STEPS = ("buildworld", "installworld", "distribution")
-KERNEL_STEPS = ("buildkernel", "installkernel")
-STEP_NAMES = ("buildworld", "buildkernel", "installworld", "distribution", "installkernel")
+__all__ = ["KERNEL_STEPS", "STEP_NAMES", "WORLD_STEPS", "BuildPlan", "MakeStep", "plan_build"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@
   partitioned like their assets, so every job that selects an artifact runs
   them right after it.
 * ``rebuild_check`` job: build the same source twice and compare the trees
-  (:mod:`fruix_dagster.history.rebuild`); run config
+  (:mod:`fruix_dagster.build.rebuild_check`); run config
   ``{"ops": {"rebuild_twice": {"config": {"target": "amd64", "keep": false}}}}``.
 """
 
@@ -25,6 +25,7 @@ import dagster as dg
 import pandas as pd
 
 from fruix_dagster.defs.resources import FruixResource
+from fruix_dagster.graph import spec
 from fruix_dagster.history.checks import CheckOutcome, reproducible, size_regression
 from fruix_dagster.history.frame import ARTIFACTS, BUILD_OF, SOURCE, history_frame, keep_row_fields
 from fruix_dagster.history.publish import markdown_last_builds, write_history
@@ -75,10 +76,9 @@ def input_assets(artifacts: Iterable[str]) -> list[str]:
     out = list(dict.fromkeys(artifacts))
     extra = [SOURCE]
     for a in out:
-        if a in BUILD_OF:
-            extra.append(BUILD_OF[a])
-        elif a != "world_stage":
-            extra += ["world_stage", "world_build"]
+        for up in (a, *spec(a).deps):          # a slice joins its world stage and that stage's build
+            if up in BUILD_OF:
+                extra += [up, BUILD_OF[up]]
     return out + [a for a in dict.fromkeys(extra) if a not in out]
 
 
@@ -204,7 +204,7 @@ class RebuildCheckConfig(dg.Config):
 
 
 def rebuild_check_job() -> dg.JobDefinition:
-    from fruix_dagster.history.rebuild import rebuild_check
+    from fruix_dagster.build.rebuild_check import rebuild_check
 
     @dg.op(name=REBUILD_OP, out=dg.Out(dict),
            description="Build one source twice from scratch in <build_root>-rebuild-a and -b, "

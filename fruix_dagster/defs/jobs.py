@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fruix_dagster.graph import GROUP
 from fruix_dagster.settings import Settings
 
 BUILD_JOB = "build_target"
@@ -25,7 +26,7 @@ def build_job(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.Unr
 
     return dg.define_asset_job(
         BUILD_JOB,
-        selection=dg.AssetSelection.groups("fruix_build"),
+        selection=dg.AssetSelection.groups(GROUP),
         config=dg.PartitionedConfig(partitions_def=partitions,
                                     run_config_for_partition_key_fn=lambda _key: {},
                                     tags_for_partition_key_fn=tags),

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from fruix_dagster.errors import FruixError
+from fruix_dagster.graph import ARTIFACTS
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,10 @@ def checks_passed(instance: dg.DagsterInstance, rec: Recorded, check_names: list
     return out
 
 
-ARTIFACT_ASSETS = ("world_stage", "kernel_stage", "headers_slice", "bootloader_slice")
-
-
 def referenced_paths(instance: dg.DagsterInstance, partitions: tuple[str, ...] | list[str]) -> set[str]:
     """Store paths named by the latest materialization of every artifact and target."""
     refs = set()
-    for asset in ARTIFACT_ASSETS:
+    for asset in ARTIFACTS:
         for partition in partitions:
             rec = latest(instance, asset, partition)
             if rec is not None and rec.metadata.get("path"):

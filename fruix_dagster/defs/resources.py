@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import dagster as dg
 from pydantic import PrivateAttr
 
 from fruix_dagster.defs.records import referenced_paths
 from fruix_dagster.defs.run_launcher import record_run_worker
+from fruix_dagster.errors import FruixError
 from fruix_dagster.session import GuestSession
 from fruix_dagster.store import ArtifactStore
 from fruix_dagster.settings import Settings, load_settings
@@ -25,6 +26,13 @@ class BuildOptions(dg.ConfigurableResource):
 
     clean: bool = False
     force: bool = False
+
+    def with_run_tags(self, tags: Mapping[str, str]) -> "BuildOptions":
+        """These options, plus ``fruix/clean=true`` / ``fruix/force=true`` from the run's tags."""
+        clean, force = tags.get("fruix/clean") == "true", tags.get("fruix/force") == "true"
+        if not (clean or force):
+            return self
+        return BuildOptions(clean=self.clean or clean, force=self.force or force)
 
 
 class FruixResource(dg.ConfigurableResource):
@@ -61,24 +69,49 @@ class FruixResource(dg.ConfigurableResource):
         self._published = True
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close every guest session (the xcpng after-run policy runs here), then the store gc.
+
+        One guest's failure to close never skips another guest or the gc: each
+        failure is logged as it happens, and one FruixError naming all of them is
+        raised once everything ran.
+        """
         failed = False
         run_id = context.run.run_id if context.run is not None else None
         if context.instance is not None and run_id:
             failed = bool(context.instance.get_records_for_run(
                 run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records)
         sessions, self._sessions = self._sessions, {}
-        errors: list[Exception] = []
-        for session in sessions.values():
+        errors: list[tuple[str, Exception]] = []
+        for name, session in sessions.items():
             try:
                 session.close(failed=failed)
-            except Exception as exc:  # one guest's after-run policy must not skip the others or the gc
-                errors.append(exc)
+            except Exception as exc:  # noqa: BLE001 - collected: the other guests and the gc still run
+                errors.append((f"guest {name!r}", exc))
+                _log_error(context, f"closing guest {name!r} after the run failed: {exc}")
         if self._published and context.instance is not None:
             self._published = False
-            settings = self.settings()
-            store = ArtifactStore(settings.store.root, settings.store.keep)
-            removed = store.gc(referenced_paths(context.instance, settings.target_names))
-            if removed and context.log is not None:
-                context.log.info(f"store gc: removed {len(removed)} entries no longer kept")
+            try:
+                self._gc(context)
+            except Exception as exc:  # noqa: BLE001 - collected with the guests' failures below
+                errors.append(("store gc", exc))
+                _log_error(context, f"store gc after the run failed: {exc}")
         if errors:
-            raise errors[0]
+            raise FruixError(
+                f"after the run, {len(errors)} teardown step(s) failed (expected every guest to "
+                f"close and the store gc to finish): "
+                + "; ".join(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                            for what, exc in errors)
+                + " — see the run log for each; fix the cause and check those guests' state"
+            ) from next((exc for _, exc in errors if not isinstance(exc, FruixError)), errors[0][1])
+
+    def _gc(self, context: dg.InitResourceContext) -> None:
+        settings = self.settings()
+        store = ArtifactStore(settings.store.root, settings.store.keep)
+        removed = store.gc(referenced_paths(context.instance, settings.target_names))
+        if removed and context.log is not None:
+            context.log.info(f"store gc: removed {len(removed)} entries no longer kept")
+
+
+def _log_error(context: dg.InitResourceContext, message: str) -> None:
+    if context.log is not None:
+        context.log.error(message)

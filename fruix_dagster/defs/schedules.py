@@ -7,13 +7,14 @@ import dagster as dg
 from fruix_dagster.defs.jobs import BUILD_JOB, run_tags
 from fruix_dagster.defs.records import latest
 from fruix_dagster.errors import FruixError
-from fruix_dagster.nightly import what_changed
-from fruix_dagster.session import GuestSession
+from fruix_dagster.graph import NAMES, SOURCE_ASSET
+from fruix_dagster.nightly import current_source_hash, what_changed
 from fruix_dagster.settings import Settings
 
+__all__ = ["SCHEDULE", "SENSOR", "HISTORY_SENSOR", "current_source_hash", "history_after_build_sensor",
+           "nightly_reasons", "nightly_schedule", "source_change_sensor"]
+
 SCHEDULE = "nightly_build"
-ASSETS = ("freebsd_source", "world_build", "kernel_build", "world_stage", "kernel_stage",
-          "headers_slice", "bootloader_slice")
 SENSOR = "source_change_sensor"
 
 
@@ -41,7 +42,7 @@ def nightly_schedule(settings: Settings) -> dg.ScheduleDefinition:
             else:
                 context.log.info(f"{target}: nothing changed; re-reading freebsd_source only")
                 requests.append(dg.RunRequest(run_key=f"{target}:{stamp}", partition_key=target, tags=tags,
-                                              asset_selection=[dg.AssetKey("freebsd_source")]))
+                                              asset_selection=[dg.AssetKey(SOURCE_ASSET)]))
         return requests
 
     return _nightly
@@ -61,29 +62,10 @@ def nightly_reasons(settings: Settings, instance: dg.DagsterInstance, target: st
     except FruixError as exc:
         return [f"guest not readable now ({str(exc).splitlines()[0]})"]
     recorded = {}
-    for asset in ASSETS:
+    for asset in NAMES:
         rec = latest(instance, asset, target)
         recorded[asset] = rec.metadata if rec else None
     return what_changed(settings, target, now, recorded)
-
-
-def current_source_hash(settings: Settings, target: str) -> str:
-    """What freebsd_source would record now, read from the guest."""
-    from fruix_dagster.fruix.source import source_from_path
-    from fruix_dagster.fruix.store_layout import source_from_metadata
-
-    guest = settings.guest_for(target)
-    if guest.kind == "xcpng":
-        # polling must never boot a VM; the nightly run boots it and decides step by step
-        raise FruixError(f"guest {guest.name!r} is an xcpng VM: its source is read when a run boots it")
-    session = GuestSession(settings, guest)
-    try:
-        if settings.source.from_ == "path":
-            assert settings.source.path is not None
-            return source_from_path(session.transport, settings.source.path).store_hash
-        return source_from_metadata(session.transport, settings.source).store_hash
-    finally:
-        session.close()
 
 
 def source_change_sensor(settings: Settings) -> dg.SensorDefinition:
@@ -104,7 +86,7 @@ def source_change_sensor(settings: Settings) -> dg.SensorDefinition:
             except FruixError as exc:
                 skipped.append(f"{target}: {str(exc).splitlines()[0]}")
                 continue
-            rec = latest(context.instance, "freebsd_source", target)
+            rec = latest(context.instance, SOURCE_ASSET, target)
             if rec is None or rec.metadata.get("store_hash") == now:
                 continue  # never built (the schedule or a person starts the first build) or unchanged
             requests.append(dg.RunRequest(

@@ -31,3 +31,18 @@ def source_from_path(transport: Transport, path: str) -> SourceStore:
     with transport.tar_stream(path) as stream:
         digest = manifest_from_tar(stream).digest()
     return SourceStore(path, path, digest)
+
+
+def resolve_source(transport: Transport, source_settings) -> SourceStore:
+    """The source a target builds from, as ``[source]`` declares it (the one place that decides).
+
+    ``from = "path"``: :func:`source_from_path`; ``"system-metadata"``:
+    :func:`fruix_dagster.fruix.store_layout.source_from_metadata`.
+    """
+    if source_settings.from_ == "path":
+        assert source_settings.path is not None
+        return source_from_path(transport, source_settings.path)
+    # store_layout imports SourceStore from here; import it when it is needed
+    from fruix_dagster.fruix.store_layout import source_from_metadata
+
+    return source_from_metadata(transport, source_settings)

@@ -9,7 +9,8 @@ plain dict rows to :func:`history_frame`.
 * :mod:`.diff`    differing paths of two stored manifests
 * :mod:`.publish` Parquet, CSV, PNG chart, Markdown table of the last builds
 * :mod:`.render`  the CLI's table, CSV and JSON
-* :mod:`.rebuild` build one source twice in two build roots and compare
+* :mod:`.compare` two builds of one source compared (the rebuild check's result;
+  the check itself is :mod:`fruix_dagster.build.rebuild_check`)
 """
 
 from fruix_dagster.history.checks import CheckOutcome, reproducible, size_regression

@@ -57,13 +57,16 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-ARTIFACTS: tuple[str, ...] = ("world_stage", "kernel_stage", "headers_slice", "bootloader_slice")
-STAGES: tuple[str, ...] = ("world_stage", "kernel_stage")
-SLICES: tuple[str, ...] = ("headers_slice", "bootloader_slice")
-SOURCE = "freebsd_source"
-BUILD_OF: dict[str, str] = {"world_stage": "world_build", "kernel_stage": "kernel_build"}
+from fruix_dagster.graph import ARTIFACTS, BUILD_OF, BUILDS, SLICES, SOURCE_ASSET, STAGES, spec
+
+__all__ = ["ARTIFACTS", "BUILD_OF", "COLUMNS", "INPUT_ASSETS", "SLICES", "SOURCE", "STAGES", "empty_frame",
+           "frame_of", "history_frame", "keep_row_fields", "key_hash_columns"]
+
+SOURCE = SOURCE_ASSET
+#: a slice's world stage (the tree it is carved from)
+WORLD_STAGE: str = spec(SLICES[0]).deps[0]
 #: every asset whose materializations the frame reads
-INPUT_ASSETS: tuple[str, ...] = (*ARTIFACTS, SOURCE, "world_build", "kernel_build")
+INPUT_ASSETS: tuple[str, ...] = (*ARTIFACTS, SOURCE, *BUILDS)
 
 POINTER = "dagster/input_event_pointer/"
 CODE_VERSION_TAG = "dagster/code_version"
@@ -143,7 +146,7 @@ def history_frame(rows: Iterable[Mapping[str, Any]], *, key_files: Sequence[str]
                 "path": _str_or_none(meta.get("path")),
                 "_from_world": _str_or_none(meta.get("from_world_stage")),
                 "_build_ptr": _int_or_none(tags.get(POINTER + BUILD_OF.get(asset, ""))),
-                "_world_ptr": _int_or_none(tags.get(POINTER + "world_stage")),
+                "_world_ptr": _int_or_none(tags.get(POINTER + WORLD_STAGE)),
             }
             for k, v in meta.items():
                 if k.startswith("sha256:"):
@@ -154,7 +157,7 @@ def history_frame(rows: Iterable[Mapping[str, Any]], *, key_files: Sequence[str]
             sources.append({"storage_id": sid, "target": target,
                             "source_store": _str_or_none(meta.get("source_store")),
                             "store_hash": _str_or_none(meta.get("store_hash"))})
-        elif asset in ("world_build", "kernel_build"):
+        elif asset in BUILDS:
             builds.append({"storage_id": sid, "target": target, "build_asset": asset,
                            "build_duration_s": _float_or_nan(meta.get("duration_s")),
                            "_source_ptr": _int_or_none(tags.get(POINTER + SOURCE))})
@@ -191,7 +194,7 @@ def history_frame(rows: Iterable[Mapping[str, Any]], *, key_files: Sequence[str]
     df["build_fingerprint"] = df["step_fingerprint"].where(df["asset"].isin(STAGES), None)
     slice_mask = df["asset"].isin(SLICES)
     if slice_mask.any():
-        worlds = df.loc[df["asset"] == "world_stage",
+        worlds = df.loc[df["asset"] == WORLD_STAGE,
                         ["storage_id", "target", "tree_sha256", "step_fingerprint", "source_store",
                          "store_hash"]].rename(columns={"tree_sha256": "_from_world"})
         sl = df.loc[slice_mask, ["storage_id", "target", "_world_ptr", "_from_world"]]

@@ -21,12 +21,11 @@ from typing import Callable
 
 import pandas as pd
 
-from fruix_dagster.history.frame import ARTIFACTS, STAGES
+from fruix_dagster.graph import ARTIFACTS, STAGES, spec
 
-LABELS = {"world_stage": "world stage", "kernel_stage": "kernel stage",
-          "headers_slice": "headers slice", "bootloader_slice": "bootloader slice"}
-COLORS = {"world_stage": "#1f77b4", "kernel_stage": "#d62728", "headers_slice": "#2ca02c",
-          "bootloader_slice": "#9467bd"}
+LABELS = {asset: spec(asset).label for asset in ARTIFACTS}
+#: one colour per artifact, in graph order (world, kernel, headers, bootloader)
+COLORS = dict(zip(ARTIFACTS, ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")))
 
 
 def chart_series(frame: pd.DataFrame) -> dict[str, dict[str, pd.DataFrame]]:

@@ -26,14 +26,14 @@ from functools import lru_cache
 from typing import Iterable
 
 from fruix_dagster.errors import TreeError
+from fruix_dagster.graph import DEFAULT_SLICES
 from fruix_dagster.tree.manifest import Manifest
 from fruix_dagster.tree.tarstream import _show
 
 __all__ = ["BOOTLOADER_GLOBS", "DEFAULT_SLICES", "HEADERS_GLOBS", "matches", "select", "validate_globs"]
 
-HEADERS_GLOBS: tuple[str, ...] = ("usr/include/**", "usr/share/mk/**")
-BOOTLOADER_GLOBS: tuple[str, ...] = ("boot/loader*", "boot/*.efi", "boot/defaults/**", "boot/lua/**")
-DEFAULT_SLICES: dict[str, tuple[str, ...]] = {"headers": HEADERS_GLOBS, "bootloader": BOOTLOADER_GLOBS}
+HEADERS_GLOBS: tuple[str, ...] = DEFAULT_SLICES["headers"]
+BOOTLOADER_GLOBS: tuple[str, ...] = DEFAULT_SLICES["bootloader"]
 
 _NOT_SLASH = b"(?!/)"
 

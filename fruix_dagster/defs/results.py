@@ -1,0 +1,103 @@
+"""What an asset materialization records: metadata, data version, blocking check results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from fruix_dagster.build.run import StepOutcome
+from fruix_dagster.defs.build_run import BuildRun
+from fruix_dagster.fruix.devenv import DevEnvReport
+from fruix_dagster.fruix.source import SourceStore
+from fruix_dagster.graph import REQUIRED_FILES, SOURCE_ASSET, check_name
+from fruix_dagster.store import StoredTree
+from fruix_dagster.tree.manifest import Manifest
+
+DEVENV_CHECK = "development_environment"
+
+
+def required_checks(asset: str) -> list[dg.AssetCheckSpec]:
+    """The blocking checks of the artifact shapes ``asset`` must hold (see graph.REQUIRED_FILES)."""
+    return [dg.AssetCheckSpec(check_name(p), asset=asset, blocking=True,
+                              description=f"{p} exists in {asset} as a non-empty file")
+            for p in REQUIRED_FILES.get(asset, ())]
+
+
+def devenv_check() -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        DEVENV_CHECK, asset=SOURCE_ASSET, blocking=True,
+        description="The guest is a development-enabled Fruix system with cc, make, "
+                    "ld, tar and enough free space in the build root")
+
+
+def _is_nonempty_file(manifest: Manifest, path: str) -> bool:
+    entry = manifest.get(path.encode())
+    return entry is not None and entry.kind == "file" and entry.size > 0
+
+
+def source_result(run: BuildRun, src: SourceStore, devenv: DevEnvReport) -> dg.MaterializeResult:
+    meta = {"source_store": src.source_store, "source_root": src.source_root,
+            "store_hash": src.store_hash, "guest": run.session.guest.name, **run.session.facts}
+    check = dg.AssetCheckResult(
+        check_name=DEVENV_CHECK, passed=devenv.ok,
+        metadata={"missing": "\n".join(devenv.problems) or "nothing",
+                  "free_kib": devenv.free_kib if devenv.free_kib is not None else -1},
+        description="ready" if devenv.ok else "missing: " + "; ".join(devenv.problems))
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(src.store_hash),
+                                check_results=[check])
+
+
+def build_result(run: BuildRun, outcome: StepOutcome, extra: dict[str, Any] | None = None
+                 ) -> dg.MaterializeResult:
+    """A build step's metadata; its data version is the step's fingerprint."""
+    meta: dict[str, Any] = {
+        "build_jobs": run.settings.build.jobs,
+        "duration_s": float(outcome.duration_s),
+        "log_path": dg.MetadataValue.path(outcome.log_path),
+        "make_command": outcome.step.command,
+        "step_fingerprint": outcome.step.fingerprint,
+        "step_action": outcome.launch.action,
+        "stage_seconds": dg.MetadataValue.json(outcome.stage_seconds),
+        "marker_offsets": dg.MetadataValue.json(outcome.marker_offsets),
+        **(extra or {}),
+    }
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(outcome.step.fingerprint))
+
+
+def stage_metadata(run: BuildRun, outcomes: list[StepOutcome], guest_dir: str) -> dict[str, Any]:
+    """What a stage records about the install steps that made it."""
+    return {"step_fingerprint": outcomes[-1].step.fingerprint,
+            "duration_s": sum(o.duration_s for o in outcomes),
+            "make_command": "\n".join(o.step.command for o in outcomes),
+            "guest_path": guest_dir, "guest": run.session.guest.name}
+
+
+def tree_result(run: BuildRun, stored: StoredTree, asset: str,
+                extra: dict[str, Any] | None = None) -> dg.MaterializeResult:
+    """A stored tree's metadata (path, size, digest, key-file hashes) and its shape checks;
+    its data version is the tree digest.  Notes the publication for the run's store gc."""
+    manifest = stored.manifest
+    meta: dict[str, Any] = {
+        "path": dg.MetadataValue.path(str(stored.tree)),
+        "size_bytes": manifest.total_size,
+        "file_count": manifest.file_count,
+        "tree_sha256": stored.digest,
+        "build_root": dg.MetadataValue.path(run.settings.build.build_root),
+    }
+    for key in run.settings.slices.key_files:
+        entry = manifest.get(key.encode())
+        if entry is not None and entry.sha256:
+            meta[f"sha256:{key}"] = entry.sha256
+    meta.update(extra or {})
+    checks = [
+        dg.AssetCheckResult(
+            check_name=check_name(required),
+            passed=_is_nonempty_file(manifest, required),
+            metadata={"path": required},
+        )
+        for required in REQUIRED_FILES.get(asset, ())
+    ]
+    run.fruix.note_published()
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(stored.digest),
+                                check_results=checks)

@@ -1,0 +1,80 @@
+"""Make steps of an asset: the upstream check, the step itself (with its ETA), buildkernel with KERNFAST."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fruix_dagster.build import kernfast
+from fruix_dagster.build.eta import Eta
+from fruix_dagster.build.make import BuildPlan
+from fruix_dagster.build.markers import Marker
+from fruix_dagster.build.run import Limits, StepOutcome, run_step
+from fruix_dagster.defs.build_run import BuildRun
+from fruix_dagster.defs.records import recent
+from fruix_dagster.errors import FruixError
+from fruix_dagster.guest.hashing import guest_sha256
+
+#: how many recent materializations are searched for builds that ran make
+ETA_SEARCH = 25
+
+
+def expect_upstream(run: BuildRun, asset: str, expected_fingerprint: str) -> None:
+    """Refuse to build on an upstream built from other source or settings than planned now."""
+    rec = run.recorded(asset)
+    found = rec.metadata.get("step_fingerprint")
+    if found != expected_fingerprint:
+        raise FruixError(
+            f"{run.asset} for target {run.target.name!r} needs "
+            f"{asset} built from the current source and settings (fingerprint "
+            f"{expected_fingerprint[:16]}), found {str(found)[:16]}; materialize {asset} "
+            f"for {run.target.name!r} first")
+
+
+def eta_of(run: BuildRun, history_asset: str) -> Eta:
+    """The expected duration of ``history_asset``'s step, from its earlier builds of this target."""
+    records = recent(run.context.instance, history_asset, run.target.name, limit=ETA_SEARCH)
+    return Eta.from_metadata(rec.metadata for rec in records)
+
+
+def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str | None = None) -> StepOutcome:
+    """Run one make step; with ``history_asset``, log the ETA from its past builds."""
+    b = run.settings.build
+    log = run.log
+    run.session.require_devenv()
+    eta = eta_of(run, history_asset) if history_asset else Eta()
+    if eta.total is not None:
+        log.info(f"{step_name}: expected to take about {eta.total:.0f} s "
+                 f"(median of the last {eta.samples} builds of {run.target.name})")
+
+    def marker(m: Marker, elapsed: int | None) -> None:
+        log.info(f"{m.text}   [{eta.describe(m.label, elapsed)}]" if elapsed is not None else m.text)
+
+    limit = b.timeout_hours * 3600
+    return run_step(
+        run.session.steps, plan.steps[step_name],
+        limits=Limits(timeout_s=limit, silent_s=b.silent_timeout_minutes * 60),
+        on_marker=marker, on_info=log.info, force=run.options.force, busy_wait=limit,
+    )
+
+
+def build_kernel(run: BuildRun, plan: BuildPlan) -> tuple[StepOutcome, dict[str, Any]]:
+    """buildkernel, with KERNFAST only when :mod:`fruix_dagster.build.kernfast` proves it safe;
+    the outcome and the kernel's metadata."""
+    conf_path = f"sys/{run.target.target}/conf/{run.target.kernconf}"
+    transport = run.session.transport
+    conf_sha = guest_sha256(transport, plan.source_root, [conf_path]).get(conf_path, "")
+    decision = kernfast.decide(
+        transport, build_root=plan.build_root, source_root=plan.source_root,
+        target=run.target.target, target_arch=run.target.target_arch,
+        kernconf=run.target.kernconf, clean=run.options.clean or run.settings.build.clean)
+    run.log.info(decision.reason)
+    if decision.kernfast:
+        plan = run.plan(kernfast=True)
+    elif not run.session.steps.reusable(plan.steps["buildkernel"]) or run.options.force:
+        kernfast.forget(transport, decision)
+    outcome = run_make(run, "buildkernel", plan, history_asset="kernel_build")
+    if outcome.ran_make and not decision.kernfast:
+        kernfast.remember(transport, decision, plan.source_root)
+    return outcome, {"kernconf": run.target.kernconf, "kernconf_sha256": conf_sha,
+                     "kernfast": decision.kernfast, "kernfast_reason": decision.reason,
+                     "kernel_config_inputs": decision.inputs_digest, "build_root": plan.build_root}
