@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, model_validator
 
 from fruix_dagster.errors import ConfigError
+from fruix_dagster.graph import DEFAULT_KEY_FILES, DEFAULT_SLICES, KERNEL_STEPS, WORLD_STEPS
 from fruix_dagster.settings import rules as R
 from fruix_dagster.settings.messages import GUEST_KINDS, bad, expect, show, sub_key
 from fruix_dagster.settings.notify import NotifySettings
@@ -24,11 +25,10 @@ from fruix_dagster.settings.table import TOP_KEYS, _frozen, _Table, known_keys  
 #: ``Settings.source_file`` of the embedded default.
 EMBEDDED_SOURCE = "<embedded default>"
 
-#: make targets that ``build.world_make_vars`` / ``build.kernel_make_vars`` apply to.
-WORLD_STEPS = ("buildworld", "installworld", "distribution")
-KERNEL_STEPS = ("buildkernel", "installkernel")
+# WORLD_STEPS / KERNEL_STEPS (the make targets ``build.world_make_vars`` /
+# ``build.kernel_make_vars`` apply to), DEFAULT_KEY_FILES and the default slice
+# globs are the build graph's (fruix_dagster.graph); re-exported from here.
 
-DEFAULT_KEY_FILES = ("boot/kernel/kernel", "boot/loader.efi", "usr/include/sys/param.h")
 
 # FreeBSD's own TARGET <-> TARGET_ARCH defaults (src/Makefile) and known pairs.
 _ARCHES_OF_TARGET = {
@@ -117,8 +117,8 @@ def _keep_default_key_files(v: tuple[str, ...]) -> tuple[str, ...]:
 @_frozen
 class SliceSettings(_Table):
     _what, _single = "[slices]", "slices"
-    headers: R.globs() = ("usr/include/**", "usr/share/mk/**")
-    bootloader: R.globs() = ("boot/loader*", "boot/*.efi", "boot/defaults/**", "boot/lua/**")
+    headers: R.globs() = DEFAULT_SLICES["headers"]
+    bootloader: R.globs() = DEFAULT_SLICES["bootloader"]
     key_files: Annotated[R.globs(literal=True), AfterValidator(_keep_default_key_files)] = DEFAULT_KEY_FILES
 
 
