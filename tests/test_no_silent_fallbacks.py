@@ -32,14 +32,14 @@ exec {du} "$@"
 """
 
 
-def test_disk_usage_is_a_number_or_an_error(tmp_path):
+def test_used_bytes_is_a_number_or_an_error(tmp_path):
     t = LocalTransport()
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"x" * 10000)
-    assert t.disk_usage_bytes(str(tmp_path / "d")) >= 10000
+    assert t.used_bytes(str(tmp_path / "d")) >= 10000
     with pytest.raises(GuestError, match=r"measuring .*/missing on .*: command `du -sk .*/missing` was "
                                          r"expected to exit 0, it exited 1"):
-        t.disk_usage_bytes(str(tmp_path / "missing"))
+        t.used_bytes(str(tmp_path / "missing"))
 
 
 def test_a_failing_du_of_the_build_root_is_recorded_as_unknown_not_zero(tmp_path, monkeypatch):
