@@ -131,3 +131,25 @@ def test_the_launcher_module_loads_without_settings(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == ["fruix_dagster", "fruix_dagster.defs", "fruix_dagster.defs.run_launcher",
                          "fruix_dagster.process_identity"]
+
+
+def test_the_instance_files_enable_the_check_and_one_retry(tmp_path, monkeypatch):
+    import yaml
+
+    from fruix_dagster.defs.history import rebuild_check_job
+    from tests.conftest import REPO
+
+    repo_yaml = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    deploy_yaml = yaml.safe_load((REPO / "deploy" / "dagster.postgres.yaml").read_text())
+    for key in ("run_launcher", "run_monitoring", "run_retries"):
+        assert repo_yaml[key] == deploy_yaml[key], key
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert isinstance(instance.run_launcher, WorkerCheckingRunLauncher)
+    assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+    assert not instance.run_retries_retry_on_asset_or_op_failure
+    assert rebuild_check_job().tags["dagster/max_retries"] == "0"

@@ -207,7 +207,7 @@ def retried_and_reattached(lb: LocalBuild, instance: dg.DagsterInstance, dead: d
 def test_crash_then_automatic_retry_even_with_the_pid_recycled(tmp_path, monkeypatch):
     lb = slow_build(tmp_path, monkeypatch, 25)
     with daemon_for(lb, tmp_path / "daemon.log") as d:
-        dead, _worker = crash_during_buildworld(lb, d)  # build_target carries dagster/max_retries=1
+        dead, _worker = crash_during_buildworld(lb, d)  # dagster.yaml: run_retries.max_retries 1
         # a live, unrelated process now holds the dead worker's number (its start time is another)
         stranger = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         try:

@@ -227,7 +227,9 @@ def rebuild_check_job() -> dg.JobDefinition:
             meta[f"{c.asset}_identical"] = c.identical
         yield dg.Output({**result.to_dict(), "report": result.render()}, metadata=meta)
 
-    @dg.job(name=REBUILD_JOB, executor_def=dg.in_process_executor,
+    # Not retried automatically after a crash of its run worker (dagster.yaml run_retries): the
+    # dead run's builds may still run in the rebuild roots; relaunch it when they are done.
+    @dg.job(name=REBUILD_JOB, executor_def=dg.in_process_executor, tags={"dagster/max_retries": "0"},
             description="The explicit reproducibility test: one target's source built twice in two "
                         "build roots; identical trees, or the differing paths.")
     def _job():

@@ -9,10 +9,6 @@ from fruix_dagster.settings import Settings
 
 BUILD_JOB = "build_target"
 GUEST_TAG = "fruix/guest"
-# A build run whose run worker died (found by run monitoring, dagster.yaml) is retried once by
-# the daemon; the retry re-attaches to the guest step.  run_retries.retry_on_asset_or_op_failure
-# is false there, so a build that failed by itself (a make error) is not retried.
-RETRY_TAGS = {"dagster/max_retries": "1"}
 
 
 def run_tags(settings: Settings, target: str) -> dict[str, str]:
@@ -31,6 +27,5 @@ def build_job(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.Unr
                                     run_config_for_partition_key_fn=lambda _key: {},
                                     tags_for_partition_key_fn=tags),
         executor_def=dg.in_process_executor,
-        tags=RETRY_TAGS,
         description="The whole build of one target on its guest: one run holds one guest session.",
     )
