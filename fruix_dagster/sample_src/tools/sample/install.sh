@@ -17,9 +17,8 @@ DESTDIR=$(printf '%s\n' "$DESTDIR" | sed 's:/*$::')
 # for share/mk's bsd.prog.mk ("${INSTALL} -o ${BINOWN} -g ${BINGRP} -m
 # ${BINMODE} ${INSTALLFLAGS}", BINOWN/BINGRP/BINMODE defaulting to
 # root/wheel/555 in bsd.own.mk) and bsd.lib.mk:
-# * as root, chown then chmod; with DB_FROM_SRC the names are looked up in
-#   this tree's etc/master.passwd and etc/group (install -N), so the numeric
-#   ids are FreeBSD's whatever the running system calls them;
+# * as root, chown then chmod, by the ids _id finds (DB_FROM_SRC: this
+#   tree's etc/master.passwd and etc/group for names the system lacks);
 # * PRECIOUSPROG / PRECIOUSLIB add "-fschg -S" unless NO_FSCHG is set: the
 #   file gets the system immutable flag (chflags schg on FreeBSD, chattr +i
 #   on Linux); a file system without flags only warns, as install(1) does
@@ -37,15 +36,20 @@ if _no_root; then
 	esac
 fi
 
-# _id passwd|group NAME: the numeric id of NAME (from this tree with DB_FROM_SRC).
+# _id passwd|group NAME: the numeric id of NAME: from the running system, or
+# with DB_FROM_SRC from this tree's etc/ when the running system lacks it.
+# (FreeBSD's install -N reads only the tree's files; on a FreeBSD system the
+# two agree.  On a Linux test guest, which has operator and tty but no wheel,
+# this keeps every name a name the guest's tar can write back.)
 _id() {
-	if is_defined DB_FROM_SRC; then
-		if [ "$1" = passwd ]; then _db=$SRCTOP/etc/master.passwd; else _db=$SRCTOP/etc/group; fi
-		_n=$(awk -F: -v n="$2" '$1 == n { print $3; exit }' "$_db")
-	elif [ "$1" = passwd ]; then
+	if [ "$1" = passwd ]; then
 		_n=$(id -u "$2" 2>/dev/null) || _n=
 	else
 		_n=$(getent group "$2" 2>/dev/null | awk -F: '{ print $3; exit }')
+	fi
+	if [ -z "$_n" ] && is_defined DB_FROM_SRC; then
+		if [ "$1" = passwd ]; then _db=$SRCTOP/etc/master.passwd; else _db=$SRCTOP/etc/group; fi
+		_n=$(awk -F: -v n="$2" '$1 == n { print $3; exit }' "$_db")
 	fi
 	[ -n "$_n" ] || die "install: unknown $([ "$1" = passwd ] && echo user || echo group) $2"
 	echo "$_n"
@@ -90,11 +94,7 @@ _own() {
 		_meta "$_ot" "$_op" "$_oo" "$_og" "$_om" "$@" ${_of:+flags=$_of}
 		return 0
 	fi
-	if is_defined DB_FROM_SRC; then
-		_who=$(_id passwd "$_oo"):$(_id group "$_og")
-	else
-		_who=$_oo:$_og
-	fi
+	_who=$(_id passwd "$_oo"):$(_id group "$_og")
 	chown "$_who" "$_op" 2>/dev/null ||
 	    die "install: $_op: chown/chgrp: Operation not permitted (installing as $(id -un); run as root, or stage with -DNO_ROOT)"
 	chmod "$_om" "$_op"
