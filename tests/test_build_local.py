@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from fruix_dagster.defs.records import latest
+from fruix_dagster.store import ArtifactStore
 from tests.conftest import LocalBuild, make_local_build
 from tests.independent import tree_facts
 
@@ -213,7 +214,19 @@ def test_export_writes_release_sets_with_manifest_and_checksums(built: LocalBuil
         with tarfile.open(out / name) as tf:
             members = tf.getmembers()
         assert len(members) == int(count)
-        assert all(m.uname == "root" and m.gid == 0 for m in members)
+        # owners, groups, ids and full modes are the manifest's (as the guest's install left them)
+        asset = {"base.txz": "world_stage", "kernel.txz": "kernel_stage"}[name]
+        stored = ArtifactStore(built.settings.store.root).open(latest(built.instance, asset, "amd64").metadata["path"])
+        for m in members:
+            if m.name == ".":
+                continue
+            e = stored.manifest.get(m.name[2:].encode())
+            assert (m.uname, m.gname, m.uid, m.gid) == (e.uname, e.gname, e.uid, e.gid), m.name
+            if not m.issym():
+                assert m.mode == e.mode, m.name
+    with tarfile.open(out / "base.txz") as tf:
+        shutdown = tf.getmember("./sbin/shutdown")
+    assert (shutdown.uname, shutdown.gname, shutdown.mode) == ("root", "operator", 0o4554)
     with tarfile.open(out / "kernel.txz") as tf:
         kernel = tf.extractfile("./boot/kernel/kernel").read()
     assert hashlib.sha256(kernel).hexdigest() == latest(built.instance, "kernel_stage", "amd64").metadata[

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import grp
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -337,13 +339,17 @@ def test_jsonl_round_trip_and_canonical_form(tree):
         obj = {
             "path": os.fsdecode(entry.path), "type": entry.kind, "mode": entry.mode, "size": entry.size,
             "sha256": entry.sha256, "link": None if entry.link is None else os.fsdecode(entry.link),
+            "uname": entry.uname, "gname": entry.gname, "uid": entry.uid, "gid": entry.gid, "flags": entry.flags,
         }
         assert line == json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     by_path = {json.loads(line)["path"]: json.loads(line) for line in blob.splitlines()}
     assert by_path["caf\udce9-latin1"]["type"] == "file"
     assert by_path["new\nline"]["size"] == len(b"newline in name")
+    st = os.lstat(tree + b"/dangling")
     assert by_path["dangling"] == {"path": "dangling", "type": "symlink", "mode": 0o777, "size": 0,
-                                   "sha256": None, "link": "does/not/exist"}
+                                   "sha256": None, "link": "does/not/exist", "uid": st.st_uid, "gid": st.st_gid,
+                                   "uname": pwd.getpwuid(st.st_uid).pw_name,
+                                   "gname": grp.getgrgid(st.st_gid).gr_name, "flags": ""}
     assert by_path["bin/su"]["mode"] == 0o4755
 
 
@@ -432,15 +438,45 @@ def test_from_jsonl_wants_bytes():
 def test_golden_jsonl_and_digest():
     """The canonical bytes are a contract (tree_sha256 is stored everywhere): changing them breaks every digest."""
     m = Manifest([
-        Entry(b"d", "dir", 0o755, 0, None, None),
-        Entry(b"d/caf\xe9\n", "file", 0o4755, 3, hashlib.sha256(b"abc").hexdigest(), None),
-        Entry(b"l", "symlink", 0o777, 0, None, b"../\xff"),
+        Entry(b"d", "dir", 0o755, 0, None, None, "root", "wheel", 0, 0),
+        Entry(b"d/caf\xe9\n", "file", 0o4554, 3, hashlib.sha256(b"abc").hexdigest(), None,
+              "root", "operator", 0, 5, "schg"),
+        Entry(b"l", "symlink", 0o777, 0, None, b"../\xff", "root", "wheel", 0, 0),
     ])
     assert m.to_jsonl() == (
-        b'{"link":null,"mode":493,"path":"d","sha256":null,"size":0,"type":"dir"}\n'
-        b'{"link":null,"mode":2541,"path":"d/caf\\udce9\\n",'
-        b'"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","size":3,"type":"file"}\n'
-        b'{"link":"../\\udcff","mode":511,"path":"l","sha256":null,"size":0,"type":"symlink"}\n'
+        b'{"flags":"","gid":0,"gname":"wheel","link":null,"mode":493,"path":"d","sha256":null,"size":0,'
+        b'"type":"dir","uid":0,"uname":"root"}\n'
+        b'{"flags":"schg","gid":5,"gname":"operator","link":null,"mode":2412,"path":"d/caf\\udce9\\n",'
+        b'"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","size":3,"type":"file",'
+        b'"uid":0,"uname":"root"}\n'
+        b'{"flags":"","gid":0,"gname":"wheel","link":"../\\udcff","mode":511,"path":"l","sha256":null,"size":0,'
+        b'"type":"symlink","uid":0,"uname":"root"}\n'
     )
     assert m.digest() == hashlib.sha256(m.to_jsonl()).hexdigest()
     assert Manifest.from_jsonl(m.to_jsonl()) == m
+
+
+def test_a_stage_differing_only_in_one_group_or_flag_has_another_digest():
+    base = [Entry(b"sbin", "dir", 0o755, 0, None, None, "root", "wheel", 0, 0),
+            Entry(b"sbin/shutdown", "file", 0o4554, 3, hashlib.sha256(b"abc").hexdigest(), None,
+                  "root", "operator", 0, 5)]
+    other_group = base[:1] + [Entry(b"sbin/shutdown", "file", 0o4554, 3, base[1].sha256, None, "root", "wheel", 0, 0)]
+    flagged = base[:1] + [Entry(b"sbin/shutdown", "file", 0o4554, 3, base[1].sha256, None,
+                                "root", "operator", 0, 5, "schg")]
+    no_setuid = base[:1] + [Entry(b"sbin/shutdown", "file", 0o554, 3, base[1].sha256, None, "root", "operator", 0, 5)]
+    digests = {Manifest(x).digest() for x in (base, other_group, flagged, no_setuid)}
+    assert len(digests) == 4
+
+
+def test_manifests_stored_before_owners_were_recorded_still_read_with_their_digest():
+    legacy = (
+        b'{"link":null,"mode":493,"path":"d","sha256":null,"size":0,"type":"dir"}\n'
+        b'{"link":null,"mode":2541,"path":"d/caf\\udce9\\n",'
+        b'"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","size":3,"type":"file"}\n'
+    )
+    m = Manifest.from_jsonl(legacy)
+    assert m.digest() == hashlib.sha256(legacy).hexdigest() and m.to_jsonl() == legacy
+    assert m.get(b"d").uname == "" and m.get(b"d/caf\xe9\n").mode == 0o4755
+    with pytest.raises(TreeError, match="mixed"):
+        Manifest.from_jsonl(legacy.splitlines(keepends=True)[0] + Manifest(
+            [Entry(b"e", "dir", 0o755, 0, None, None)]).to_jsonl())

@@ -34,9 +34,9 @@ from fruix_dagster.errors import FruixError, StoreError
 from fruix_dagster.guest.hashing import guest_sha256
 from fruix_dagster.guest.transport import Transport
 from fruix_dagster.store.durable import publish_rename, replace_file
-from fruix_dagster.store.mtree import render_mtree
+from fruix_dagster.store.mtree import owner_words, render_mtree
 from fruix_dagster.store.writer import DirectoryWriter
-from fruix_dagster.tree.manifest import Manifest, manifest_from_tar
+from fruix_dagster.tree.manifest import Entry, Manifest, manifest_from_tar
 from fruix_dagster.tree.slices import select
 
 _ENTRY = re.compile(r"^(?P<digest>[0-9a-f]{64})-(?P<asset>[a-z_]+)-(?P<target>[A-Za-z0-9_-]+)$")
@@ -183,7 +183,9 @@ class ArtifactStore:
                         f"collecting {what}: {path} hashed {digest} on the guest but {found} in the "
                         f"collected stream — the tree changed during collection; nothing was "
                         f"published. Re-materialize {asset} when nothing else writes to {guest_dir}")
-            return self._publish(tmp, manifest, asset, target, writer.root_mode)
+            r = writer.root_member
+            root = {} if r is None else {"uname": r.uname, "gname": r.gname, "uid": r.uid, "gid": r.gid}
+            return self._publish(tmp, manifest, asset, target, writer.root_mode, root)
         except BaseException:
             remove_entry(tmp)
             raise
@@ -201,13 +203,18 @@ class ArtifactStore:
             dest = tmp / "tree"
             dest.mkdir()
             dirs = []
+            chown = os.geteuid() == 0
             for e in selection:
                 s, d = os.path.join(os.fsencode(src), e.path), os.path.join(os.fsencode(dest), e.path)
                 if e.kind == "dir":
                     os.mkdir(d, 0o700)
+                    if chown:
+                        os.chown(d, e.uid, e.gid)
                     dirs.append((d, e.mode))
                 elif e.kind == "symlink":
                     os.symlink(os.readlink(s), d)
+                    if chown:
+                        os.lchown(d, e.uid, e.gid)
                 else:
                     h = hashlib.sha256()
                     with open(s, "rb") as fin, open(d, "xb") as fout:
@@ -219,23 +226,37 @@ class ArtifactStore:
                             f"carving {asset}: {os.fsdecode(e.path)} in {entry} no longer matches its "
                             f"manifest; the stored world stage is damaged — delete {entry} and "
                             f"re-materialize world_stage")
+                    if chown:
+                        os.chown(d, e.uid, e.gid)
                     os.chmod(d, e.mode)
             for d, mode in reversed(dirs):
                 os.chmod(d, mode)
             root_mode = stat.S_IMODE(os.stat(src).st_mode)
-            return self._publish(tmp, selection, asset, target, root_mode)
+            try:
+                root = json.loads((entry / "info.json").read_text()).get("root") or {}
+                root = {k: root[k] for k in ("uname", "gname", "uid", "gid") if k in root}
+            except (OSError, ValueError, AttributeError):
+                root = {}
+            if chown and root:
+                os.chown(dest, int(root.get("uid", 0)), int(root.get("gid", 0)))
+            return self._publish(tmp, selection, asset, target, root_mode, root)
         except BaseException:
             remove_entry(tmp)
             raise
 
     def _publish(self, tmp: Path, manifest: Manifest, asset: str, target: str,
-                 root_mode: int) -> StoredTree:
+                 root_mode: int, root: dict | None = None) -> StoredTree:
         digest = manifest.digest()
         os.chmod(tmp / "tree", root_mode)
+        root = dict(root or {})
+        root_owner = owner_words(Entry(b"root", "dir", 0, 0, None, None, root.get("uname", ""),
+                                       root.get("gname", ""), root.get("uid", 0), root.get("gid", 0))) \
+            if root else ""
         (tmp / "manifest.jsonl").write_bytes(manifest.to_jsonl())
-        (tmp / "manifest.mtree").write_bytes(render_mtree(manifest, root_mode))
+        (tmp / "manifest.mtree").write_bytes(render_mtree(manifest, root_mode, root_owner))
         info = {"asset": asset, "target": target, "tree_sha256": digest, "published": time.time(),
-                "size_bytes": manifest.total_size, "file_count": manifest.file_count}
+                "size_bytes": manifest.total_size, "file_count": manifest.file_count,
+                "root": {**root, "mode": root_mode}}
         (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
         final = self.root / f"{digest}-{asset}-{target}"
         try:

@@ -1,8 +1,8 @@
 """Manifests of staged trees and the tree digest (``tree_sha256``).
 
 A ``Manifest`` lists every entry of a tree except its root: ``Entry(path,
-kind, mode, size, sha256, link)`` with ``kind`` in ``"file"``, ``"dir"``,
-``"symlink"``, sorted by raw path bytes.  The same tree gives the same
+kind, mode, size, sha256, link, uname, gname, uid, gid, flags)`` with
+``kind`` in ``"file"``, ``"dir"``, ``"symlink"``, sorted by raw path bytes.  The same tree gives the same
 manifest whether it is read from a tar stream (``manifest_from_tar``) or from
 disk (``manifest_from_dir``):
 
@@ -11,14 +11,23 @@ disk (``manifest_from_dir``):
 * symlinks always have mode ``0o777`` (FreeBSD lets symlinks carry other
   modes; nothing here depends on them), size 0, and their raw target as
   ``link``; directories have size 0;
-* owners, groups and mtimes are NOT recorded: a build staged twice from the
-  same sources by different users at different times is the same tree, and
-  the digest must say so (installation owners are applied at install time).
+* ``mode`` is the full mode (``& 0o7777``: setuid, setgid, sticky kept);
+  ``uname``/``gname``/``uid``/``gid`` are the owner and group as the tar
+  stream names them (ustar ``uname``/``gname``/``uid``/``gid``, pax
+  overriding), and ``flags`` the file flags (pax ``SCHILY.fflags``, which
+  bsdtar writes; Linux ``chattr +i`` shows up as ``schg``), sorted and joined
+  by ``,`` (``""`` for none).  They are part of the digest: FreeBSD ships
+  owners and flags (release sets are built from a METALOG), so two stages
+  that differ only in a file's group are different trees;
+* mtimes are NOT recorded: a reproducible build staged twice at different
+  times is the same tree, and the digest must say so.
 
 ``to_jsonl()`` is the canonical form: one line per entry, each
 ``json.dumps({...}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``
-with keys ``link, mode, path, sha256, size, type`` and a newline after every
-line.  Paths and links are decoded as UTF-8 with ``surrogateescape`` (which
+with keys ``flags, gid, gname, link, mode, path, sha256, size, type, uid,
+uname`` and a newline after every line.  Manifests written before owners
+were recorded (keys ``link, mode, path, sha256, size, type`` only) are still
+read, with empty owners, and keep their original bytes and digest.  Paths and links are decoded as UTF-8 with ``surrogateescape`` (which
 is ``os.fsdecode`` on a UTF-8 host, but fixed here so the digest never depends
 on the host's locale); ``from_jsonl`` inverts it byte-exactly and refuses
 anything that is not canonical.  ``digest()`` is the sha256 hex of
@@ -57,7 +66,21 @@ __all__ = [
 KINDS = ("file", "dir", "symlink")
 SYMLINK_MODE = 0o777
 _HEX = frozenset("0123456789abcdef")
-_KEYS = frozenset(("link", "mode", "path", "sha256", "size", "type"))
+_LEGACY_KEYS = frozenset(("link", "mode", "path", "sha256", "size", "type"))
+_KEYS = _LEGACY_KEYS | {"flags", "gid", "gname", "uid", "uname"}
+_FLAG_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def normalize_flags(text: str) -> str:
+    """File flags as recorded: the names sorted, unique, joined by ','; "" for none."""
+    if not text or text == "none":
+        return ""
+    words = sorted({w for w in text.split(",") if w})
+    for w in words:
+        if not _FLAG_WORD.issuperset(w):
+            raise TreeError(f"file flags {text[:80]!r} hold {w[:30]!r}; expected flag names of lowercase "
+                            "letters and digits separated by commas (schg,uappnd)")
+    return ",".join(words)
 
 
 def _dec(name: bytes) -> str:
@@ -92,6 +115,11 @@ class Entry:
     size: int
     sha256: str | None
     link: bytes | None
+    uname: str = ""
+    gname: str = ""
+    uid: int = 0
+    gid: int = 0
+    flags: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, bytes):
@@ -118,16 +146,40 @@ class Entry:
                 problem = f"link {link!r} (expected non-empty bytes without NUL for a symlink)"
         else:
             problem = f"kind {kind!r} (expected one of {KINDS})"
+        if problem is None:
+            for what in ("uid", "gid"):
+                v = getattr(self, what)
+                if type(v) is not int or not 0 <= v < 1 << 32:
+                    problem = f"{what} {v!r} (expected an int in 0..2**32-1)"
+            for what in ("uname", "gname"):
+                v = getattr(self, what)
+                if not isinstance(v, str) or len(v) > 255 or "\0" in v or "\n" in v:
+                    problem = f"{what} {v!r} (expected a name without NUL or newline)"
+            if not isinstance(self.flags, str) or (self.flags and normalize_flags(self.flags) != self.flags):
+                problem = f"flags {self.flags!r} (expected sorted flag names joined by ',')"
         if problem:
             raise TreeError(f"manifest entry {_show(self.path)} has an invalid {problem}; fix whatever built it")
 
     def to_json(self) -> str:
         """The canonical JSON line of this entry (without the newline)."""
         return (
+            f'{{"flags":{_json_str(self.flags)},"gid":{self.gid},"gname":{_json_str(self.gname)},'
+            f'"link":{"null" if self.link is None else _json_str(_dec(self.link))},"mode":{self.mode},'
+            f'"path":{_json_str(_dec(self.path))},"sha256":{"null" if self.sha256 is None else _json_str(self.sha256)},'
+            f'"size":{self.size},"type":{_json_str(self.kind)},"uid":{self.uid},"uname":{_json_str(self.uname)}}}'
+        )
+
+    def _legacy_json(self) -> str:
+        return (
             f'{{"link":{"null" if self.link is None else _json_str(_dec(self.link))},"mode":{self.mode},'
             f'"path":{_json_str(_dec(self.path))},"sha256":{"null" if self.sha256 is None else _json_str(self.sha256)},'
             f'"size":{self.size},"type":{_json_str(self.kind)}}}'
         )
+
+    @property
+    def content(self) -> tuple:
+        """What a host copy of the tree must reproduce: path, kind, mode, size, sha256, link."""
+        return (self.path, self.kind, self.mode, self.size, self.sha256, self.link)
 
 
 class Manifest:
@@ -213,17 +265,24 @@ class Manifest:
                 "Manifest.to_jsonl(); the file is truncated or was edited — regenerate it"
             )
         entries = []
+        legacy = None
         for number, line in enumerate(data.split(b"\n")[:-1], 1):
             try:
                 obj = _json_loads(line)
-                if not isinstance(obj, dict) or obj.keys() != _KEYS:
+                keys = obj.keys() if isinstance(obj, dict) else None
+                if keys != _KEYS and keys != _LEGACY_KEYS:
                     raise ValueError(f"keys {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+                if legacy is None:
+                    legacy = keys == _LEGACY_KEYS
+                elif legacy != (keys == _LEGACY_KEYS):
+                    raise ValueError("old-style and new-style lines mixed")
                 path, link = obj["path"], obj["link"]
                 if not isinstance(path, str) or not (link is None or isinstance(link, str)):
                     raise ValueError("path/link are not strings")
+                owners = () if legacy else (obj["uname"], obj["gname"], obj["uid"], obj["gid"], obj["flags"])
                 entry = Entry(
                     _enc(path), obj["type"], obj["mode"], obj["size"], obj["sha256"],
-                    None if link is None else _enc(link),
+                    None if link is None else _enc(link), *owners,
                 )
             except (ValueError, UnicodeError, TreeError) as exc:
                 raise TreeError(
@@ -232,6 +291,10 @@ class Manifest:
                 ) from None
             entries.append(entry)
         manifest = cls(entries)
+        if legacy:
+            canonical = "".join(e._legacy_json() + "\n" for e in manifest._entries).encode("ascii")
+            if canonical == data:
+                manifest._jsonl = data  # keeps the digest it was stored under
         if manifest.to_jsonl() != data:
             raise TreeError(
                 "manifest JSONL is not canonical (order, spacing, escaping or key order differ from "
@@ -280,7 +343,8 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def _trusted(path: bytes, kind: str, mode: int, size: int, sha256: str | None, link: bytes | None) -> Entry:
+def _trusted(path: bytes, kind: str, mode: int, size: int, sha256: str | None, link: bytes | None,
+             uname: str, gname: str, uid: int, gid: int, flags: str) -> Entry:
     """An Entry built from values the tar reader already validated (skips __post_init__)."""
     e = _new(Entry)
     _set(e, "path", path)
@@ -289,6 +353,11 @@ def _trusted(path: bytes, kind: str, mode: int, size: int, sha256: str | None, l
     _set(e, "size", size)
     _set(e, "sha256", sha256)
     _set(e, "link", link)
+    _set(e, "uname", uname)
+    _set(e, "gname", gname)
+    _set(e, "uid", uid)
+    _set(e, "gid", gid)
+    _set(e, "flags", flags)
     return e
 
 
@@ -325,15 +394,19 @@ def _manifest_from_tar(stream: Readable, sink: TreeSink | None, reader_options: 
                 for piece in m.chunks():
                     h.update(piece)
                     write(piece)
-            entry = Entry(m.path, "file", m.mode, m.size, h.hexdigest(), None)
+            entry = Entry(m.path, "file", m.mode, m.size, h.hexdigest(), None,
+                          m.uname, m.gname, m.uid, m.gid, m.flags)
             files[m.path] = entry
         elif kind == "dir":
-            entry = Entry(m.path, "dir", m.mode, 0, None, None) if m.path else None
+            entry = Entry(m.path, "dir", m.mode, 0, None, None, m.uname, m.gname, m.uid, m.gid,
+                          m.flags) if m.path else None
         elif kind == "symlink":
-            entry = Entry(m.path, "symlink", SYMLINK_MODE, 0, None, m.link)
+            entry = Entry(m.path, "symlink", SYMLINK_MODE, 0, None, m.link, m.uname, m.gname, m.uid, m.gid,
+                          m.flags)
         else:  # hardlink: the reader guarantees the target is an earlier file
-            target = files[m.link]
-            entry = Entry(m.path, "file", target.mode, target.size, target.sha256, None)
+            t = files[m.link]
+            entry = Entry(m.path, "file", t.mode, t.size, t.sha256, None, t.uname, t.gname, t.uid, t.gid,
+                          t.flags)
             files[m.path] = entry
         if entry is not None:
             entries.append(entry)
@@ -342,71 +415,4 @@ def _manifest_from_tar(stream: Readable, sink: TreeSink | None, reader_options: 
     return Manifest(entries)
 
 
-def _hash_file(full: bytes, st: os.stat_result, shown: str) -> tuple[int, str]:
-    try:
-        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise TreeError(f"cannot open {shown} to hash it ({exc}); expected a readable regular file; "
-                        "check permissions and that nothing is changing the tree") from None
-    try:
-        fst = os.fstat(fd)
-        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-            raise TreeError(f"{shown} was replaced while the tree was being read; expected a tree nobody "
-                            "modifies while it is hashed; stop whatever writes to it and retry")
-        h = hashlib.sha256()
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        total = 0
-        while True:
-            n = os.readv(fd, [buf])
-            if not n:
-                break
-            h.update(view[:n])
-            total += n
-    finally:
-        os.close(fd)
-    if total != st.st_size:
-        raise TreeError(f"{shown} changed size while being hashed ({st.st_size} -> {total} bytes); expected a "
-                        "tree nobody modifies while it is hashed; stop whatever writes to it and retry")
-    return total, h.hexdigest()
-
-
-def manifest_from_dir(path: str | bytes | os.PathLike) -> Manifest:
-    """Manifest of the tree under ``path`` (root excluded); uses lstat, never follows symlinks."""
-    root = os.fsencode(path)
-    try:
-        st = os.lstat(root)
-    except OSError as exc:
-        raise TreeError(f"tree root {_show(root)} cannot be read ({exc}); expected an existing directory; "
-                        "check the path") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise TreeError(f"tree root {_show(root)} is not a directory (mode {oct(st.st_mode)}); expected a real "
-                        "directory, not a symlink or file; pass the directory itself")
-    entries: list[Entry] = []
-    stack: list[bytes] = [b""]
-    while stack:
-        rel_dir = stack.pop()
-        full_dir = root + b"/" + rel_dir if rel_dir else root
-        try:
-            with os.scandir(full_dir) as it:
-                children = [(d.name, d.stat(follow_symlinks=False)) for d in it]
-        except OSError as exc:
-            raise TreeError(f"cannot list {_show(full_dir)} ({exc}); expected a readable directory; "
-                            "check permissions") from None
-        for name, cst in children:
-            rel = rel_dir + b"/" + name if rel_dir else name
-            m = cst.st_mode
-            if stat.S_ISREG(m):
-                size, digest = _hash_file(root + b"/" + rel, cst, _show(root + b"/" + rel))
-                entries.append(Entry(rel, "file", stat.S_IMODE(m), size, digest, None))
-            elif stat.S_ISDIR(m):
-                entries.append(Entry(rel, "dir", stat.S_IMODE(m), 0, None, None))
-                stack.append(rel)
-            elif stat.S_ISLNK(m):
-                entries.append(Entry(rel, "symlink", SYMLINK_MODE, 0, None, os.readlink(root + b"/" + rel)))
-            else:
-                raise TreeError(
-                    f"{_show(root + b'/' + rel)} is neither a file, a directory nor a symlink (mode {oct(m)}); "
-                    "expected only those in a staged tree; remove devices, FIFOs and sockets from it"
-                )
-    return Manifest(entries)
+from fruix_dagster.tree.fromdir import manifest_from_dir  # noqa: E402  (re-exported)

@@ -26,8 +26,14 @@ For speed over a local pipe, widen the pipe and read ahead (as
   (``.`` / ``./``) IS yielded, as a ``"dir"`` with ``path == b""``, so a
   consumer can see the root's mode; skip it if you do not care.
 * ``kind``: ``"file"``, ``"dir"``, ``"symlink"`` or ``"hardlink"``.
-* ``mode``: permission bits (``& 0o7777``), ``size`` (data bytes; 0 for all
-  but files), ``mtime`` (int seconds; informational only).
+* ``mode``: permission bits (``& 0o7777``: setuid, setgid and sticky kept),
+  ``size`` (data bytes; 0 for all but files), ``mtime`` (int seconds;
+  informational only).
+* ``uname``, ``gname`` (str; ``""`` when the writer had no name), ``uid``,
+  ``gid``: the ustar owner fields with pax ``uname``/``gname``/``uid``/``gid``
+  overriding them; ``flags``: pax ``SCHILY.fflags`` (bsdtar's file flags:
+  ``schg``, ``uappnd``…; Linux ``chattr +i`` is ``schg``) sorted and joined by
+  ``,``, ``""`` for none (``tarowner``).
 * ``link``: the symlink target exactly as stored (raw bytes, may be absolute
   or dangling: it is data, never followed), or for a hardlink the normalized
   path of an earlier file entry; ``None`` otherwise.
@@ -91,6 +97,7 @@ from fruix_dagster.tree.tarformat import (
     refusal,
 )
 from fruix_dagster.tree.tarformat import show as _show
+from fruix_dagster.tree.tarowner import OwnerReader
 from fruix_dagster.tree.tarrules import TreeRules
 
 __all__ = [
@@ -111,9 +118,11 @@ MAX_MEMBER_SIZE = 1 << 40  # 1 TiB: nothing in a FreeBSD base tree comes close
 class Member:
     """One tar entry; see the module docstring for the meaning of each field."""
 
-    __slots__ = ("path", "kind", "mode", "size", "link", "mtime", "offset", "_reader", "_generation", "_started")
+    __slots__ = ("path", "kind", "mode", "size", "link", "mtime", "offset", "uname", "gname", "uid", "gid",
+                 "flags", "_reader", "_generation", "_started")
 
-    def __init__(self, path, kind, mode, size, link, mtime, offset, reader, generation):
+    def __init__(self, path, kind, mode, size, link, mtime, offset, reader, generation,
+                 uname="", gname="", uid=0, gid=0, flags=""):
         self.path: bytes = path
         self.kind: str = kind
         self.mode: int = mode
@@ -121,6 +130,11 @@ class Member:
         self.link: bytes | None = link
         self.mtime: int = mtime
         self.offset: int = offset  # stream offset of this entry's own header
+        self.uname: str = uname
+        self.gname: str = gname
+        self.uid: int = uid
+        self.gid: int = gid
+        self.flags: str = flags
         self._reader = reader
         self._generation = generation
         self._started = False
@@ -275,6 +289,7 @@ class TarReader:
 
     def _members(self) -> Iterator[Member]:
         admit = self._rules.admit
+        owners = OwnerReader().read
         pax: dict[bytes, bytes] | None = None
         long_name: bytes | None = None
         long_link: bytes | None = None
@@ -349,11 +364,12 @@ class TarReader:
                 link_raw = long_link
             if pax is not None:
                 raw_name, link_raw, size, mtime = apply_pax(pax, raw_name, link_raw, size, mtime, offset)
+            owner = owners(header, pax, offset, raw_name)
             pax = long_name = long_link = None
 
             kind, path, link = admit(typeflag, raw_name, link_raw, size, offset)
             mode = header_mode(header, offset, raw_name)
-            member = Member(path, kind, mode, size, link, mtime, offset, self, self._generation)
+            member = Member(path, kind, mode, size, link, mtime, offset, self, self._generation, *owner)
             if kind == "file":
                 self._remaining = size
                 self._padding = -size % BLOCK_SIZE
