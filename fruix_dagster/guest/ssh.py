@@ -336,6 +336,10 @@ class _ChannelReader:
                 f"{self.owner.io_timeout:g} s; the guest seems frozen") from exc
         if not data:
             self._eof = True
-            if self.chan.exit_status == -1 and self.owner._t is not None and not self.owner._t.is_active():
+            # A killed connection looks like a clean EOF: on a live one the exit
+            # status arrives with (or right after) the EOF; paramiko also sets
+            # status_event when the channel closes, so this wait is short.
+            self.chan.status_event.wait(self.owner.io_timeout)
+            if self.chan.exit_status == -1 or (self.owner._t is not None and not self.owner._t.is_active()):
                 raise TransportError(f"{self.owner.description}: the connection was lost mid-stream")
         return data

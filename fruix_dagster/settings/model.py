@@ -55,6 +55,12 @@ class BuildSettings(_Table):
     silent_timeout_minutes: R.number(gt=0) = 120.0
     min_free_gib: R.number(ge=0) = 12.0
     retries: R.integer(0) = 3
+    #: stage installworld/distribution/installkernel as this non-root guest user
+    #: with NO_ROOT (-DNO_ROOT) and a METALOG, as FreeBSD's release build does;
+    #: "" (the default) installs as the SSH user
+    no_root_user: R.pattern(r"|(?!root$)[A-Za-z_][A-Za-z0-9_.-]{0,31}",
+                            'must be a non-root user name on the guest ([A-Za-z_][A-Za-z0-9_.-]*, at most '
+                            '32 characters) or "" to install as the SSH user') = ""
 
     @model_validator(mode="after")
     def _clean_contradicts_without_clean(self) -> BuildSettings:
@@ -107,6 +113,10 @@ class StoreSettings(_Table):
     _what, _single = "[store]", "store"
     root: R.HostPath = "/var/lib/fruix-dagster/artifacts"
     keep: R.integer(1) = 5
+    #: a collection whose connection drops is restarted whole this many times
+    collect_retries: R.integer(0) = 3
+    #: seconds before the first restart, doubled for each further one
+    collect_backoff_seconds: R.number(ge=0) = 2.0
 
 
 def _keep_default_key_files(v: tuple[str, ...]) -> tuple[str, ...]:

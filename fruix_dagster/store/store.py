@@ -28,13 +28,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from fruix_dagster.errors import FruixError, StoreError
+from fruix_dagster.errors import FruixError, StoreError, TransportError
 from fruix_dagster.guest.hashing import guest_sha256
 from fruix_dagster.guest.transport import Transport
 from fruix_dagster.store.durable import publish_rename, replace_file
 from fruix_dagster.store.mtree import owner_words, render_mtree
+from fruix_dagster.store.nometalog import apply_guest_metalog, apply_owners
 from fruix_dagster.store.writer import DirectoryWriter
 from fruix_dagster.tree.manifest import Entry, Manifest, manifest_from_tar
 from fruix_dagster.tree.slices import select
@@ -79,9 +80,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 class ArtifactStore:
-    def __init__(self, root: str | os.PathLike, keep: int = 5):
+    def __init__(self, root: str | os.PathLike, keep: int = 5, *, collect_retries: int = 3,
+                 collect_backoff_seconds: float = 2.0, on_retry: Callable[[str], None] | None = None):
         self.root = Path(root)
         self.keep = keep
+        self.collect_retries = collect_retries
+        self.collect_backoff_seconds = collect_backoff_seconds
+        self.on_retry = on_retry or (lambda message: None)
 
     # -- housekeeping ------------------------------------------------------------
     def _prepare(self) -> None:
@@ -158,23 +163,24 @@ class ArtifactStore:
                 f"free; free space (fruix-dagster store gc) or move store.root — nothing was published")
 
     def collect(self, transport: Transport, guest_dir: str, *, asset: str, target: str,
-                key_files: Sequence[str] = ()) -> StoredTree:
-        """Bring a guest tree into the store in one tar stream, verified and atomic."""
+                key_files: Sequence[str] = (), metalog: str | None = None,
+                id_etc: str | None = None) -> StoredTree:
+        """Bring a guest tree into the store in one tar stream, verified and atomic.
+
+        A dropped connection restarts the whole stream (``collect_retries``
+        times, backing off ``collect_backoff_seconds`` doubling, each retry
+        reported through ``on_retry``); what the failed attempt wrote is
+        discarded first, so nothing half-collected is ever published.  With
+        ``metalog`` (a NO_ROOT stage), owners, groups, modes and flags come
+        from that guest file (names resolved on the guest and in ``id_etc``).
+        """
         self._prepare()
         what = f"{asset} for {target} ({guest_dir} on {transport.description})"
         self._check_space(transport.used_bytes(guest_dir), what)
         guest_hashes = guest_sha256(transport, guest_dir, key_files)
         tmp = self._tmpdir()
         try:
-            (tmp / "tree").mkdir()
-            writer = DirectoryWriter(os.fsencode(tmp / "tree"), f"collecting {what}")
-            try:
-                with transport.tar_stream(guest_dir) as stream:
-                    manifest = manifest_from_tar(stream, writer)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.finish()
+            manifest, writer = self._stream(transport, guest_dir, tmp / "tree", what)
             for path, digest in guest_hashes.items():
                 entry = manifest.get(path.encode())
                 found = entry.sha256 if entry is not None else "no such file"
@@ -185,10 +191,44 @@ class ArtifactStore:
                         f"published. Re-materialize {asset} when nothing else writes to {guest_dir}")
             r = writer.root_member
             root = {} if r is None else {"uname": r.uname, "gname": r.gname, "uid": r.uid, "gid": r.gid}
+            if metalog is not None:
+                manifest, root = apply_guest_metalog(transport, metalog, id_etc or "/etc", manifest, what)
+                if writer.chown:
+                    apply_owners(tmp / "tree", manifest, root)
             return self._publish(tmp, manifest, asset, target, writer.root_mode, root)
         except BaseException:
             remove_entry(tmp)
             raise
+
+    def _stream(self, transport: Transport, guest_dir: str, dest: Path, what: str
+                ) -> tuple[Manifest, DirectoryWriter]:
+        attempts = self.collect_retries + 1
+        for attempt in range(1, attempts + 1):
+            if dest.exists():
+                remove_entry(dest)
+            dest.mkdir()
+            writer = DirectoryWriter(os.fsencode(dest), f"collecting {what}")
+            try:
+                with transport.tar_stream(guest_dir) as stream:
+                    manifest = manifest_from_tar(stream, writer)
+                writer.finish()
+                return manifest, writer
+            except TransportError as exc:
+                writer.abort()
+                if attempt == attempts:
+                    raise StoreError(
+                        f"collecting {what}: the connection dropped on each of {attempts} attempts "
+                        f"(last: {exc}); nothing was published. Check the network to the guest, or raise "
+                        f"store.collect_retries") from exc
+                delay = self.collect_backoff_seconds * 2 ** (attempt - 1)
+                self.on_retry(
+                    f"collecting {what}: the connection dropped ({exc}); discarded the partial copy, "
+                    f"restarting the whole stream in {delay:g} s (attempt {attempt + 1} of {attempts})")
+                time.sleep(delay)
+            except BaseException:
+                writer.abort()
+                raise
+        raise AssertionError("unreachable")
 
     def carve(self, source_tree: str | os.PathLike, globs: Iterable[str], *, asset: str,
               target: str) -> StoredTree:

@@ -30,8 +30,9 @@ import re
 from dataclasses import dataclass
 
 from fruix_dagster.errors import TreeError
+from fruix_dagster.tree.manifest import Entry, Manifest
 
-__all__ = ["FLAG_NAMES", "MetaEntry", "normalize_flags", "parse_metalog"]
+__all__ = ["FLAG_NAMES", "MetaEntry", "apply_metalog", "normalize_flags", "parse_metalog"]
 
 #: FreeBSD's file flag names (lib/libc/gen/strtofflags.c), the no- forms excepted.
 FLAG_NAMES = frozenset((
@@ -188,3 +189,43 @@ def _entry(path: bytes, kv: dict[str, str], number: int, shown: str) -> MetaEntr
             raise TreeError(f"{where}: {key}={kv[key][:20]!r}; expected a decimal number")
     flags = normalize_flags(kv.get("flags", ""), where)
     return MetaEntry(path, kind, kv["uname"], kv["gname"], int(mode_text, 8), flags, link, size, number)
+
+
+def apply_metalog(manifest: Manifest, meta: dict[bytes, MetaEntry],
+                  ids: dict[tuple[str, str], tuple[int, str]]) -> Manifest:
+    """The manifest with owners, groups, modes and flags taken from a METALOG.
+
+    ``ids`` maps ``("u", name)`` / ``("g", name)`` to ``(id, name as the
+    guest's tar would write it)``.  Every entry of the tree must be in the
+    METALOG and every METALOG entry in the tree, with the same kind (and link
+    target, and size when given): a METALOG that does not describe the tree
+    it came with is refused, nothing is guessed.
+    """
+    missing = [e.path for e in manifest if e.path not in meta]
+    extra = [p for p in meta if p and manifest.get(p) is None]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} staged entries are not in the METALOG (first: "
+                         f"{', '.join(repr(p.decode('utf-8', 'replace')) for p in missing[:5])})")
+        if extra:
+            parts.append(f"{len(extra)} METALOG entries are not in the stage (first: "
+                         f"{', '.join(repr(p.decode('utf-8', 'replace')) for p in extra[:5])})")
+        raise TreeError(f"the METALOG does not describe the staged tree: {'; '.join(parts)}; expected one line "
+                        "per staged entry as install -M writes them; re-stage into an empty directory with a "
+                        "fresh METALOG")
+    out = []
+    for e in manifest:
+        m = meta[e.path]
+        where = f"METALOG line {m.line} ({e.path.decode('utf-8', 'replace')!r})"
+        if m.kind != e.kind:
+            raise TreeError(f"{where}: says {m.kind}, the stage has a {e.kind}; the METALOG is stale or forged")
+        if m.kind == "symlink" and m.link != e.link:
+            raise TreeError(f"{where}: says link={m.link!r}, the stage's symlink points to {e.link!r}")
+        if m.size is not None and m.size != e.size:
+            raise TreeError(f"{where}: says size={m.size}, the staged file has {e.size} bytes")
+        uid, uname = ids[("u", m.uname)]
+        gid, gname = ids[("g", m.gname)]
+        out.append(Entry(e.path, e.kind, e.mode if e.kind == "symlink" else m.mode, e.size, e.sha256, e.link,
+                         uname, gname, uid, gid, "" if e.kind == "symlink" else m.flags))
+    return Manifest(out)
