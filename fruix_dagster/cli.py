@@ -1,4 +1,4 @@
-"""``fruix-dagster``: check-config, build, report, history, rebuild-check, store gc.
+"""``fruix-dagster``: check-config, build, report, history, rebuild-check, store gc/verify.
 
 Every ``FruixError`` ends the command with its message on stderr and exit
 status 1 — no traceback for a user's mistake.
@@ -123,6 +123,28 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
     print(f"{verb} {len(removed)} entries; kept the newest {settings.store.keep} per asset and "
           f"target and every entry the latest materializations reference; {remaining} entries "
           f"remain in {store.root}")
+    return 0
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    from fruix_dagster.settings import load_settings
+    from fruix_dagster.store import ArtifactStore
+    from fruix_dagster.store.verify import verify_store
+
+    settings = load_settings()
+    if args.target:
+        settings.target(args.target)
+    store = ArtifactStore(settings.store.root, settings.store.keep)
+    checked, problems = verify_store(store, args.target)
+    for p in problems:
+        print(f"{p.entry.name}: {p.path + ': ' if p.path else ''}{p.what}")
+    damaged = len({p.entry for p in problems})
+    scope = f"target {args.target}" if args.target else "every target"
+    if problems:
+        print(f"{len(problems)} mismatches in {damaged} of {checked} entries ({scope}) in {store.root}; "
+              "delete each damaged entry and re-materialize its asset", file=sys.stderr)
+        return 1
+    print(f"verified {checked} entries ({scope}) in {store.root}: every tree matches its manifest")
     return 0
 
 
@@ -257,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = store_sub.add_parser("gc", help="remove old store entries (keeps store.keep per asset and target)")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     g.set_defaults(func=cmd_store_gc)
+    v = store_sub.add_parser("verify", help="re-hash stored trees against their manifests; exit 1 on any mismatch")
+    v.add_argument("--target", help="only this target's entries (default: every entry)")
+    v.set_defaults(func=cmd_store_verify)
     return parser
 
 

@@ -7,16 +7,44 @@ using fruix_dagster.tree, so a bug there cannot hide in both.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
+import pwd
 import stat
+import subprocess
 from pathlib import Path
 
+# lsattr's letters and the FreeBSD names bsdtar writes for them (SCHILY.fflags)
+_LSATTR = {"i": "schg", "a": "sappnd", "d": "nodump"}
 
-def walk(root: Path) -> dict[bytes, dict]:
+
+def _name(lookup, ident: int) -> str:
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return ""
+
+
+def lsattr_flags(root: Path) -> dict[bytes, str]:
+    """Flags of every file and directory under root, from one `lsattr -R -a` run."""
+    out = subprocess.run(["lsattr", "-R", "-a", os.fsencode(root)], capture_output=True).stdout
+    broot = os.fsencode(root)
+    flags: dict[bytes, str] = {}
+    for line in out.split(b"\n"):
+        attrs, sep, path = line.partition(b" ")
+        if not sep or not path.startswith(broot + b"/") or path.endswith((b"/.", b"/..")):
+            continue
+        names = sorted({_LSATTR[c] for c in attrs.decode() if c in _LSATTR})
+        flags[os.path.relpath(path, broot)] = ",".join(names)
+    return flags
+
+
+def walk(root: Path, flags_from: Path | None = None) -> dict[bytes, dict]:
     out: dict[bytes, dict] = {}
     broot = os.fsencode(root)
+    flags = lsattr_flags(flags_from or root)
     for dirpath, dirnames, filenames in os.walk(broot):
         for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
@@ -32,17 +60,27 @@ def walk(root: Path) -> dict[bytes, dict]:
                 data = Path(os.fsdecode(full)).read_bytes()
                 out[rel] = {"type": "file", "mode": stat.S_IMODE(st.st_mode), "size": len(data),
                             "sha256": hashlib.sha256(data).hexdigest(), "link": None}
+            out[rel].update(uid=st.st_uid, gid=st.st_gid, uname=_name(pwd.getpwuid, st.st_uid),
+                            gname=_name(grp.getgrgid, st.st_gid),
+                            flags="" if stat.S_ISLNK(st.st_mode) else flags.get(rel, ""))
     return out
 
 
-def tree_facts(root: Path) -> dict:
-    entries = walk(root)
+def tree_facts(root: Path, flags_from: Path | None = None) -> dict:
+    """Sizes, counts, hashes and the digest of the tree under root.
+
+    Owners are root's files'; file flags are read (lsattr) from ``flags_from``
+    when given: a store's copy never carries flags, so its facts take them
+    from the guest tree it was collected from.
+    """
+    entries = walk(root, flags_from)
     lines = []
     for path in sorted(entries):
         e = entries[path]
         obj = {"path": path.decode("utf-8", "surrogateescape"), "type": e["type"], "mode": e["mode"],
                "size": e["size"], "sha256": e["sha256"],
-               "link": None if e["link"] is None else e["link"].decode("utf-8", "surrogateescape")}
+               "link": None if e["link"] is None else e["link"].decode("utf-8", "surrogateescape"),
+               "uid": e["uid"], "gid": e["gid"], "uname": e["uname"], "gname": e["gname"], "flags": e["flags"]}
         lines.append(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True) + "\n")
     return {
         "size_bytes": sum(e["size"] for e in entries.values() if e["type"] == "file"),

@@ -44,6 +44,11 @@ class BuildPlan:
     source_root: str
     jobs: int
     steps: dict[str, MakeStep] = field(hash=False)
+    no_root_user: str = ""
+
+    def metalog(self, stage_dir: str) -> str:
+        """The METALOG of a NO_ROOT stage: beside the stage, not in it (it is not part of the tree)."""
+        return f"{stage_dir}.METALOG"
 
     @property
     def obj_dir(self) -> str:
@@ -78,6 +83,7 @@ def plan_build(
     make_vars: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     clean: bool = False,
     kernfast: bool = False,
+    no_root_user: str = "",
 ) -> BuildPlan:
     """All five steps with their fingerprints chained along the dependencies.
 
@@ -85,6 +91,11 @@ def plan_build(
     ``kernfast`` adds ``KERNFAST=yes`` to an incremental buildkernel (the
     caller decides: only when the kernel config is unchanged since the last
     kernel build in this build root); it is not part of the fingerprint.
+    ``no_root_user`` stages the install steps as that guest user with
+    ``NO_ROOT=yes`` (``-DNO_ROOT``: every make defines it that way too) and
+    ``METALOG=<stage>.METALOG``, run through ``su -m USER -c 'COMMAND'``
+    (FreeBSD's and util-linux's su; ``SHELL=/bin/sh`` so that su runs the
+    command with sh even when the user's shell is nologin).
     """
     extra = make_vars or {}
     root = check_build_root(build_root)
@@ -111,6 +122,12 @@ def plan_build(
         "distribution": ("installworld",),
         "installkernel": ("buildkernel",),
     }
+    if no_root_user:
+        for name, stage in (("installworld", "stage-world"), ("distribution", "stage-world"),
+                            ("installkernel", "stage-kernel")):
+            inner = argvs[name]
+            inner = [*inner[:-1], "NO_ROOT=yes", f"METALOG={root}/{stage}.METALOG", inner[-1]]
+            argvs[name] = ["env", "SHELL=/bin/sh", "su", "-m", no_root_user, "-c", shlex.join(inner)]
     steps: dict[str, MakeStep] = {}
     for name in STEP_NAMES:
         argv = tuple(argvs[name])
@@ -122,4 +139,4 @@ def plan_build(
             "upstream": [steps[u].fingerprint for u in upstream[name]],
         }
         steps[name] = MakeStep(name, argv, source_root, fingerprint(**parts))
-    return BuildPlan(root, source_root, jobs, steps)
+    return BuildPlan(root, source_root, jobs, steps, no_root_user)

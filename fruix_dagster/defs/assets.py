@@ -30,7 +30,7 @@ from fruix_dagster.fruix.devenv import check_development_environment
 from fruix_dagster.fruix.source import resolve_source
 from fruix_dagster.graph import (ARTIFACTS, CODE_VERSIONS, GROUP, REQUIRED_FILES, SLICES, SOURCE_ASSET,
                                  check_name, spec)
-from fruix_dagster.guest.fence import remove_tree
+from fruix_dagster.guest.fence import prepare_no_root_stage, remove_tree
 
 __all__ = ["ARTIFACTS", "CODE_VERSIONS", "DEVENV_CHECK", "GROUP", "REQUIRED_FILES", "BuildRun",
            "build_assets", "check_name", "stage"]
@@ -45,8 +45,12 @@ def stage(run: BuildRun, asset: str) -> dg.MaterializeResult:
     stage_dir = f"{plan.build_root}/{s.stage_dir}"
     if run.options.force or not run.session.steps.reusable(plan.steps[s.steps[0]]):
         remove_tree(run.session.transport, plan.build_root, stage_dir)
+        remove_tree(run.session.transport, plan.build_root, plan.metalog(stage_dir))
+        if plan.no_root_user:
+            prepare_no_root_stage(run.session.transport, plan.build_root, stage_dir,
+                                  plan.metalog(stage_dir), plan.no_root_user)
     outcomes = [run_make(run, step, plan) for step in s.steps]
-    stored, root_size = collect_or_reuse(run, stage_dir, asset, outcomes)
+    stored, root_size = collect_or_reuse(run, stage_dir, asset, outcomes, plan)
     return tree_result(run, stored, asset, {**stage_metadata(run, outcomes, stage_dir), **root_size})
 
 

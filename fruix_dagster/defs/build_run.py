@@ -65,4 +65,6 @@ class BuildRun:
 
     @property
     def store(self) -> ArtifactStore:
-        return ArtifactStore(self.settings.store.root, self.settings.store.keep)
+        st = self.settings.store
+        return ArtifactStore(st.root, st.keep, collect_retries=st.collect_retries,
+                             collect_backoff_seconds=st.collect_backoff_seconds, on_retry=self.log.warning)

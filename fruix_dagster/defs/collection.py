@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fruix_dagster.build.make import BuildPlan
 from fruix_dagster.build.run import StepOutcome
 from fruix_dagster.defs.build_run import BuildRun
 from fruix_dagster.defs.records import Recorded, latest
@@ -37,9 +38,13 @@ def reusable_record(run: BuildRun, asset: str, **expected: Any) -> Recorded | No
     return rec
 
 
-def collect(run: BuildRun, guest_dir: str, asset: str) -> StoredTree:
+def collect(run: BuildRun, guest_dir: str, asset: str, plan: BuildPlan | None = None) -> StoredTree:
+    """Collect a stage; a NO_ROOT stage (``plan.no_root_user``) with its METALOG."""
+    no_root = plan is not None and bool(plan.no_root_user)
     stored = run.store.collect(run.session.transport, guest_dir, asset=asset,
-                               target=run.target.name, key_files=run.settings.slices.key_files)
+                               target=run.target.name, key_files=run.settings.slices.key_files,
+                               metalog=plan.metalog(guest_dir) if no_root else None,
+                               id_etc=f"{plan.source_root}/etc" if no_root else None)
     run.log.info(
         f"{asset}: {guest_dir} collected into {stored.path} "
         f"({stored.manifest.file_count} files, {stored.manifest.total_size} bytes"
@@ -47,8 +52,8 @@ def collect(run: BuildRun, guest_dir: str, asset: str) -> StoredTree:
     return stored
 
 
-def collect_or_reuse(run: BuildRun, guest_dir: str, asset: str, outcomes: list[StepOutcome]
-                     ) -> tuple[StoredTree, dict[str, Any]]:
+def collect_or_reuse(run: BuildRun, guest_dir: str, asset: str, outcomes: list[StepOutcome],
+                     plan: BuildPlan | None = None) -> tuple[StoredTree, dict[str, Any]]:
     """The stored stage and its build-root size metadata: collected and measured now, or
     — when no make step ran and the store holds the tree recorded for exactly this
     step — reused with the size recorded then."""
@@ -60,7 +65,7 @@ def collect_or_reuse(run: BuildRun, guest_dir: str, asset: str, outcomes: list[S
             size = ({BUILD_ROOT_SIZE: rec.metadata[BUILD_ROOT_SIZE]} if BUILD_ROOT_SIZE in rec.metadata
                     else build_root_size(run))
             return run.store.open(str(rec.metadata["path"])), size
-    return collect(run, guest_dir, asset), build_root_size(run)
+    return collect(run, guest_dir, asset, plan), build_root_size(run)
 
 
 def build_root_size(run: BuildRun) -> dict[str, Any]:

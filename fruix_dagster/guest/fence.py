@@ -91,3 +91,26 @@ def remove_tree(transport: Transport, root: str, path: str) -> None:
             f"(chflags noschg,nouchg / chattr -i -a), but rm failed:\n{err}\nOnly root can clear system "
             f"flags (and on FreeBSD only at securelevel 0 or below); delete it by hand as root, then retry")
     res.check(f"deleting {path}")
+
+
+# $1 root, $2 stage, $3 metalog, $4 user: an empty stage and METALOG the user may write.
+_PREPARE_NO_ROOT = r'''
+root=$1 stage=$2 metalog=$3 user=$4
+for p in "$stage" "$metalog"; do
+	case "$p" in "$root"/?*) ;; *) echo "$p is not inside $root"; exit 3 ;; esac
+	if [ -L "$p" ]; then echo "$p is a symlink"; exit 3; fi
+done
+mkdir -p "$stage" && chown "$user" "$stage" && : >"$metalog" && chown "$user" "$metalog"
+'''
+
+
+def prepare_no_root_stage(transport: Transport, root: str, stage: str, metalog: str, user: str) -> None:
+    """Create an empty stage directory and METALOG owned by the unprivileged staging user."""
+    check_inside(root, stage)
+    check_inside(root, metalog)
+    res = transport.sh(_PREPARE_NO_ROOT, root, stage, metalog, user)
+    if res.exit_status == 3:
+        raise FenceError(f"refused to prepare {stage} on {transport.description}: "
+                         f"{res.stdout.decode(errors='replace').strip()}")
+    res.check(f"preparing {stage} and {metalog} for the NO_ROOT user {user!r} (build.no_root_user; the user "
+              "must exist on the guest)")

@@ -27,14 +27,26 @@ _ID_LIMIT = 1 << 32
 class OwnerReader:
     """Reads (uname, gname, uid, gid, flags) of entries, with small caches."""
 
-    __slots__ = ("_names", "_flags")
+    __slots__ = ("_names", "_flags", "_owners")
 
     def __init__(self) -> None:
         self._names: dict[bytes, str] = {}
         self._flags: dict[bytes, str] = {b"": ""}
+        # the header's owner bytes (uid, gid, uname, gname) -> their reading: a world has a handful
+        self._owners: dict[bytes, tuple[str, str, int, int, str]] = {}
 
     def read(self, header: bytes, pax: dict[bytes, bytes] | None, offset: int, entry: bytes
              ) -> tuple[str, str, int, int, str]:
+        if pax is None:
+            key = header[108:124] + header[265:329]
+            owner = self._owners.get(key)
+            if owner is None:
+                owner = self._owners[key] = self._read(header, None, offset, entry)
+            return owner
+        return self._read(header, pax, offset, entry)
+
+    def _read(self, header: bytes, pax: dict[bytes, bytes] | None, offset: int, entry: bytes
+              ) -> tuple[str, str, int, int, str]:
         uid = number(header[108:116], "uid", offset, entry)
         gid = number(header[116:124], "gid", offset, entry)
         uname_raw = header[265:297].split(b"\0", 1)[0]

@@ -160,6 +160,21 @@ precious() {
 	fi
 }
 
+# stage_filler: SAMPLE_STAGE_MB=N adds usr/share/sample/filler, N MiB of
+# zeros, so a test can collect a stage of hundreds of MB.
+stage_filler() {
+	case ${SAMPLE_STAGE_MB:-} in
+	'') return 0 ;;
+	*[!0-9]*) die "SAMPLE_STAGE_MB must be a number of MiB, not '$SAMPLE_STAGE_MB'" ;;
+	esac
+	mkdirs 755 usr/share/sample
+	echo "dd if=/dev/zero of=$DESTDIR/usr/share/sample/filler bs=1048576 count=$SAMPLE_STAGE_MB"
+	_unflag "$DESTDIR/usr/share/sample/filler"
+	rm -f "$DESTDIR/usr/share/sample/filler"
+	dd if=/dev/zero of="$DESTDIR/usr/share/sample/filler" bs=1048576 count="$SAMPLE_STAGE_MB" 2>/dev/null
+	_own file "$DESTDIR/usr/share/sample/filler" root wheel 444 "" "size=$((SAMPLE_STAGE_MB * 1048576))"
+}
+
 # check_ugid: FreeBSD's installcheck_UGID.  Without DB_FROM_SRC the users
 # and groups must exist on the running system; with it, in the tree's etc/.
 check_ugid() {
@@ -235,6 +250,7 @@ installworld() {
 	for _f in "$SRCTOP"/share/mk/*.mk; do
 		inst 444 "$_f" "$DESTDIR/usr/share/mk/${_f##*/}"
 	done
+	stage_filler
 	box "Installing everything completed on $(now)"
 }
 
