@@ -63,5 +63,10 @@ test: install-test test-deps
 	$(BIN)/pip check
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# A root install sets schg (chattr +i) on precious files in the demo's build root.
 clean:
+	@if [ -d .dagster ]; then \
+		if command -v chflags >/dev/null 2>&1; then chflags -R -P noschg,nouchg .dagster || :; \
+		elif command -v chattr >/dev/null 2>&1; then chattr -R -f -i -a .dagster || :; fi; \
+	fi
 	rm -rf $(VENV) .dagster *.egg-info
