@@ -21,6 +21,9 @@ from fruix_dagster.errors import FruixError
 #: how the silence watchdog in build/run.py words a stuck step
 SILENCE = re.compile(r"over the silence limit of ")
 FIRST_ERRORS = 10
+#: what a compiler, linker or tool error looks like in a build log (cc, ld, make's own words)
+_CAUSE = re.compile(r"(?:^|:\s)(?:fatal\s)?error:|undefined reference to|^ld(?:\.lld)?: error|"
+                    r"^make(?:\[\d+\])?: don't know how to make|No such file or directory$", re.I)
 
 _TITLES = {"failure": "FAILED", "stuck": "STUCK", "recovered": "RECOVERED", "summary": "summary"}
 
@@ -67,11 +70,13 @@ def triage(message: str) -> Triage:
             current.append(line[2:])
         elif current is None and not blocks and not command:
             headline += " " + line.strip()  # a FruixError message that wraps
-    first = blocks.get("first errors:", [])
+    tail = blocks.get("last 40 lines:", [])
+    # make's "*** Error code 1" says only *that* it failed; the cause is the compiler's line above it
+    first = list(dict.fromkeys([x for x in tail if _CAUSE.search(x)] + blocks.get("first errors:", [])))
     if not first and not command:  # not a make step (a refused precondition, a lost guest…)
         first = [x for x in lines[1:] if x.strip()]
     return Triage(headline=headline, command=command, log_path=log_path,
-                  first_errors=tuple(first[:FIRST_ERRORS]), tail=tuple(blocks.get("last 40 lines:", [])))
+                  first_errors=tuple(first[:FIRST_ERRORS]), tail=tuple(tail))
 
 
 @dataclass(frozen=True)
