@@ -139,3 +139,21 @@ def test_failing_channels_leave_the_build_alone_and_keep_secrets(tmp_path, monke
         for secret in (smtp.password, TOKEN):
             assert secret not in error and secret not in logged and secret not in events
             assert secret not in json.dumps(dict(run.tags))
+
+
+def test_a_run_dagster_will_retry_gets_no_message_and_no_recovery(tmp_path, monkeypatch):
+    with SmtpServer(tmp_path / "smtp") as smtp:
+        monkeypatch.setenv(PW_ENV, smtp.password)
+        lb = make_local_build(tmp_path, extra=notify_toml(smtp, []))
+        ticks = Ticks(lb)
+        # fails at once, no make step: kernel_stage needs kernel_build
+        retried = lb.run(select=["kernel_stage"])
+        assert not retried.success
+        # what Dagster's run_retries sets on a run whose worker died
+        lb.instance.add_run_tags(retried.run_id, {"dagster/will_retry": "true"})
+        final = lb.run(select=["kernel_stage"])
+        assert not final.success
+        ticks(FAILURE_SENSOR)
+        [mail] = smtp.collected.wait_for(1)
+        assert final.run_id in mail.get_content() and retried.run_id not in mail.get_content()
+        assert "materialize freebsd_source" in mail.get_content()  # the one-line error, whole

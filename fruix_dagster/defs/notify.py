@@ -9,6 +9,8 @@
 * ``notify_on_recovery`` (``run_status_sensor`` on SUCCESS): a successful
   ``build_target`` run whose previous finished run of the same target failed
   sends ``recovered`` — the first success after a failure, once.
+* A failed run that Dagster will retry (``dagster/will_retry``: its worker
+  died, see ``run_retries`` in ``dagster.yaml``) gets no message; its retry does.
 
 Nothing is sent from a build step: the sensors run in the daemon, after the
 run has ended, so a channel that is down can neither fail nor delay a build.
@@ -35,6 +37,8 @@ from fruix_dagster.settings import Settings
 
 FAILURE_SENSOR = "notify_on_failure"
 RECOVERY_SENSOR = "notify_on_recovery"
+#: set by Dagster on a failed run that run_retries will retry (dagster/_core/storage/tags.py)
+WILL_RETRY = "dagster/will_retry"
 _ETA = re.compile(r"\s+\[[^\]]*\]$")  # the "[12 s, expected …]" suffix assets add to a marker line
 
 
@@ -99,8 +103,13 @@ def failure_notice(settings: Settings, instance: dg.DagsterInstance, run: dg.Dag
                   other_steps=tuple(dict.fromkeys(s for s in steps[1:] if s != step)))
 
 
+def will_retry(run: dg.DagsterRun) -> bool:
+    return run.tags.get(WILL_RETRY) == "true"
+
+
 def previous_finished_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun | None:
-    """The last build_target run of the same target that finished before ``run`` was created."""
+    """The last build_target run of the same target that finished before ``run`` was created,
+    not counting failed runs that Dagster retried (their retry is what counts)."""
     me = instance.get_run_record_by_id(run.run_id)
     if me is None:
         return None
@@ -108,8 +117,8 @@ def previous_finished_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> d
         filters=dg.RunsFilter(job_name=run.job_name, tags={"dagster/partition": run.tags.get("dagster/partition", "")},
                               statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
                               created_before=me.create_timestamp),
-        limit=1)
-    return records[0].dagster_run if records else None
+        limit=20)
+    return next((r.dagster_run for r in records if not will_retry(r.dagster_run)), None)
 
 
 def failure_sensor(settings: Settings, build_job) -> dg.SensorDefinition:
@@ -121,6 +130,9 @@ def failure_sensor(settings: Settings, build_job) -> dg.SensorDefinition:
                     "fails the tick, never the build.")
     def _on_failure(context: dg.RunFailureSensorContext):
         run = context.dagster_run
+        if will_retry(run):  # a lost worker (run_retries in dagster.yaml): the retry's result is what counts
+            context.log.info(f"run {run.run_id} failed and will be retried; no message for this attempt")
+            return None
         notice = failure_notice(settings, context.instance, run, list(context.get_step_failure_events()),
                                 context.failure_event.message or "")
         if not settings.notify.channels_for(notice.event):
