@@ -7,7 +7,7 @@ import dagster as dg
 from fruix_dagster.defs.assets import build_assets
 from fruix_dagster.defs.history import history_assets, history_checks, history_job, rebuild_check_job
 from fruix_dagster.defs.jobs import build_job
-from fruix_dagster.defs.notify import notify_sensors
+from fruix_dagster.defs.notify import notify_sensors, summary_job, summary_schedules
 from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.defs.schedules import history_after_build_sensor, nightly_schedule, source_change_sensor
 from fruix_dagster.errors import ConfigError
@@ -19,11 +19,12 @@ def make_definitions(settings: Settings) -> dg.Definitions:
     config_file = "" if settings.source_file == EMBEDDED_SOURCE else settings.source_file
     refresh_history = history_job()
     build = build_job(settings, partitions)
+    summary = summary_job(settings)
     return dg.Definitions(
         assets=[*build_assets(partitions), *history_assets(partitions)],
         asset_checks=history_checks(partitions),
-        jobs=[build, refresh_history, rebuild_check_job()],
-        schedules=[nightly_schedule(settings)],
+        jobs=[build, refresh_history, rebuild_check_job(), summary],
+        schedules=[nightly_schedule(settings), *summary_schedules(settings, summary)],
         sensors=[source_change_sensor(settings), history_after_build_sensor(settings, refresh_history),
                  *notify_sensors(settings, build)],
         resources={"fruix": FruixResource(config_file=config_file), "build_options": BuildOptions()},

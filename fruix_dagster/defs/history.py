@@ -29,6 +29,7 @@ from fruix_dagster.graph import spec
 from fruix_dagster.history.checks import CheckOutcome, reproducible, size_regression
 from fruix_dagster.history.frame import ARTIFACTS, BUILD_OF, SOURCE, history_frame, keep_row_fields
 from fruix_dagster.history.publish import markdown_last_builds, write_history
+from fruix_dagster.notify.summary import summary_markdown
 
 HISTORY_ASSET = "build_history"
 HISTORY_GROUP = "fruix_history"
@@ -102,6 +103,8 @@ def history_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinit
                     "<store.root>/history/<target>/history.parquet, history.csv, and history.png "
                     "(size in MB and build time in minutes over time, one line per artifact).")
     def build_history(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
+        from fruix_dagster.defs.notify import run_facts
+
         settings = fruix.settings()
         target = context.partition_key
         frame = load_history(context.instance, [target], key_files=settings.slices.key_files)
@@ -114,6 +117,9 @@ def history_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinit
             "csv": dg.MetadataValue.path(str(published.csv)),
             "chart": dg.MetadataValue.path(str(published.png)),
             "last_builds": dg.MetadataValue.md(markdown_last_builds(frame, 10)),
+            # the summary mail's row for this target (the same text, see defs/notify.py)
+            "summary": dg.MetadataValue.md(summary_markdown([target], run_facts(context.instance, [target]),
+                                                            frame, settings.notify.ui_url)[1]),
         }
         if published.rows:
             meta["first_materialization"] = dg.MetadataValue.timestamp(float(frame["timestamp"].min()))

@@ -1,4 +1,5 @@
-"""When to tell people: Dagster's run-status sensor machinery around ``fruix_dagster.notify``.
+"""When to tell people: Dagster's run-status sensor machinery around ``fruix_dagster.notify``,
+and the summary job and schedule.
 
 * ``notify_on_failure`` (``run_failure_sensor`` on ``build_target``): one
   message per failed run — Dagster emits one run-failure event per run and the
@@ -11,6 +12,11 @@
   sends ``recovered`` — the first success after a failure, once.
 * A failed run that Dagster will retry (``dagster/will_retry``: its worker
   died, see ``run_retries`` in ``dagster.yaml``) gets no message; its retry does.
+* ``notify_summary`` (job, op ``send_summary``) and its schedule
+  (``notify.summary_cron``): every target's last build against the median,
+  size and digest changes (:mod:`fruix_dagster.notify.summary`); the same
+  Markdown is the ``summary`` metadata of the run's output and of each
+  ``build_history`` materialization (for its target).
 
 Nothing is sent from a build step: the sensors run in the daemon, after the
 run has ended, so a channel that is down can neither fail nor delay a build.
@@ -33,6 +39,7 @@ import dagster as dg
 from fruix_dagster.defs.jobs import BUILD_JOB, GUEST_TAG
 from fruix_dagster.errors import FruixError
 from fruix_dagster.notify import Notice, deliver, triage
+from fruix_dagster.notify.summary import WINDOW, RunFact, summary_markdown
 from fruix_dagster.settings import Settings
 
 FAILURE_SENSOR = "notify_on_failure"
@@ -171,3 +178,65 @@ def recovery_sensor(settings: Settings, build_job) -> dg.SensorDefinition:
 def notify_sensors(settings: Settings, build_job) -> list[dg.SensorDefinition]:
     return [failure_sensor(settings, build_job), recovery_sensor(settings, build_job)]
 
+
+
+# --------------------------------------------------------------------------- the summary
+
+SUMMARY_JOB = "notify_summary"
+SUMMARY_OP = "send_summary"
+SUMMARY_SCHEDULE = "notify_summary_schedule"
+_FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+def run_facts(instance: dg.DagsterInstance, targets: list[str], window: int = WINDOW) -> list[RunFact]:
+    """The last ``window + 1`` finished build_target runs of each target, newest first
+    (runs Dagster retried are left out: their retry stands for them)."""
+    out = []
+    for target in targets:
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(job_name=BUILD_JOB, tags={"dagster/partition": target}, statuses=_FINISHED),
+            limit=3 * (window + 1))
+        kept = [r for r in records if not will_retry(r.dagster_run)][: window + 1]
+        out += [RunFact(r.dagster_run.run_id, target, r.dagster_run.status.value, r.start_time, r.end_time)
+                for r in kept]
+    return out
+
+
+def summary_text(settings: Settings, instance: dg.DagsterInstance, targets: list[str]) -> tuple[str, str]:
+    from fruix_dagster.defs.history import load_history
+
+    frame = load_history(instance, targets)
+    return summary_markdown(targets, run_facts(instance, targets), frame, settings.notify.ui_url)
+
+
+def summary_job(settings: Settings) -> dg.JobDefinition:
+    @dg.op(name=SUMMARY_OP, description="Every target's last build, duration against the median, size and "
+                                         "digest changes, sent to the [notify] channels that want 'summary'.")
+    def _send(context):  # (no annotation: dagster checks it at run time, this module has string annotations)
+        head, markdown = summary_text(settings, context.instance, list(settings.target_names))
+        context.log.info(f"summary: {head}")
+        notice = Notice(event="summary", run_id=context.run_id, markdown=markdown, extra={"headline": head},
+                        run_url=run_url(settings, context.run_id))
+        if settings.notify.channels_for("summary"):
+            context.log.info(send(settings, notice, context.log))
+        else:
+            context.log.info("no [notify] channel wants 'summary' messages; the summary is only in this run")
+        return dg.Output(head, metadata={"summary": dg.MetadataValue.md(f"**{head}**\n\n{markdown}")})
+
+    @dg.job(name=SUMMARY_JOB, executor_def=dg.in_process_executor,
+            description="The build summary of every target, sent to the [notify] channels; no guest needed.")
+    def _job():
+        _send()
+
+    return _job
+
+
+def summary_schedules(settings: Settings, job: dg.JobDefinition) -> list[dg.ScheduleDefinition]:
+    """The summary schedule, when ``notify.summary_cron`` is set."""
+    n = settings.notify
+    if n.summary_cron is None:
+        return []
+    return [dg.ScheduleDefinition(name=SUMMARY_SCHEDULE, job=job, cron_schedule=n.summary_cron,
+                                  execution_timezone=n.summary_timezone,
+                                  default_status=dg.DefaultScheduleStatus.RUNNING,
+                                  description="The morning build summary (notify.summary_cron).")]
