@@ -110,6 +110,17 @@ def test_refusing_smtp_is_retried_then_reported_without_the_secret(tmp_path):
     assert not d.ok and d.attempts == 3 and "refused" in d.error.lower()
 
 
+def test_a_server_without_starttls_is_not_sent_the_mail_in_clear(tmp_path):
+    with SmtpServer(tmp_path, tls=False) as smtp:
+        [d] = deliver(notify(mail_channel(smtp)), NOTICE, {"SMTP_PW": smtp.password})
+        assert not d.ok and d.attempts == 1 and "STARTTLS" in d.error, d
+        assert smtp.messages == [] and smtp.collected.attempts == 0
+        plain = MailChannel(name="lan", host="127.0.0.1", port=smtp.port, security="none",
+                            **{"from": "f@example.org"}, to=("t@example.org",))
+        [d] = deliver(notify(plain), NOTICE, {})
+        assert d.ok and len(smtp.collected.wait_for(1)) == 1
+
+
 def test_missing_secret_is_one_clear_error_not_retried(tmp_path):
     with SmtpServer(tmp_path) as smtp:
         [d] = deliver(notify(mail_channel(smtp)), NOTICE, {})

@@ -105,6 +105,8 @@ def send_mail(channel: MailChannel, notice: Notice, environ: Mapping[str, str], 
             refused = smtp.send_message(msg)
         if refused:
             raise ChannelError(f"the server refused recipients: {', '.join(sorted(refused))}", final=True)
+    except smtplib.SMTPNotSupportedError as exc:  # e.g. no STARTTLS offered: retrying will not add it
+        raise ChannelError(f"SMTP {channel.host}:{port}: {exc}", final=True) from None
     except smtplib.SMTPAuthenticationError as exc:
         raise ChannelError(f"the SMTP server refused the login of {channel.user!r} ({exc.smtp_code})",
                            final=True) from None

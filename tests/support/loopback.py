@@ -2,7 +2,7 @@
 
 ``SmtpServer``: aiosmtpd in a thread, STARTTLS with a test CA certificate and
 AUTH (only over TLS, as aiosmtpd requires by default); every accepted message
-is parsed with :mod:`email` and kept.  ``answer`` makes it refuse (e.g.
+is parsed with :mod:`email` and kept.  With ``tls=False`` it offers neither STARTTLS nor AUTH.  ``answer`` makes it refuse (e.g.
 ``"451 4.3.0 try later"``) at DATA.
 
 ``HttpServer``: :class:`http.server.ThreadingHTTPServer`; every request's
@@ -76,7 +76,8 @@ class _Handler:
 class SmtpServer:
     """aiosmtpd on 127.0.0.1 with STARTTLS (certificate from a test CA) and AUTH."""
 
-    def __init__(self, directory: Path, user: str = "fruix", password: str = "s3cret-smtp-pw") -> None:
+    def __init__(self, directory: Path, user: str = "fruix", password: str = "s3cret-smtp-pw",
+                 tls: bool = True) -> None:
         self.ca = CertAuthority(directory / "ca")
         self.cert = self.ca.issue()
         self.user, self.password = user, password
@@ -84,10 +85,9 @@ class SmtpServer:
         self.answer = ""
         self.collected = _Collected()
         self.logins: list[str] = []
-        self._controller = Controller(
-            _Handler(self), hostname="127.0.0.1", port=self.port,
-            tls_context=self.cert.server_context(), require_starttls=True,
-            authenticator=self._auth, auth_require_tls=True)
+        tls_args = dict(tls_context=self.cert.server_context(), require_starttls=True,
+                        authenticator=self._auth, auth_require_tls=True) if tls else {}
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **tls_args)
 
     def _auth(self, server, session, envelope, mechanism, auth_data):
         ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.user \
