@@ -13,8 +13,15 @@ CONFFILE=$SRCTOP/sys/$TARGET/conf/$KERNCONF
 case $KERNCONF in
 *[!A-Za-z0-9_.-]* | .*) CONFFILE= ;;
 esac
-[ -n "$CONFFILE" ] && [ -f "$CONFFILE" ] ||
-    die "Missing kernel configuration file(s) ($KERNCONF)."
+if [ -z "$CONFFILE" ] || [ ! -f "$CONFFILE" ]; then
+	# main/15.0 Makefile.inc1 stops while reading the makefile
+	# (".error Missing KERNCONF ${KERNCONFDIR}/${_kernel}"); older ones
+	# print the ERROR line from the buildkernel target.
+	if [ "$REL" = 15 ]; then
+		mk_diag error 1893 "Missing KERNCONF $SRCTOP/sys/$TARGET/conf/$KERNCONF"
+	fi
+	die "Missing kernel configuration file(s) ($KERNCONF)."
+fi
 KOBJ=$OBJTOP/sys/$KERNCONF
 KERNMK=$KOBJ/Makefile
 
@@ -142,7 +149,9 @@ config() {
 }
 
 START=$(date +%s)
-box "Kernel build for $KERNCONF started on $(now)"
+# buildkernel (Makefile.inc1): "@echo" once, then per kernel a header
+# without an empty line before it.
+printf '\n%s\n>>> Kernel build for %s started on %s\n%s\n' "$HR" "$KERNCONF" "$(now)" "$HR"
 echo "===> $KERNCONF"
 echo "mkdir -p $OBJTOP/sys"
 mkdir -p "$OBJTOP/sys"
@@ -152,7 +161,7 @@ mkdir -p "$OBJTOP/sys"
 # nothing creates the kernel's object directory, and the first
 # "cd ${KRNLOBJDIR}/${_kernel}" of an unconfigured kernel fails.
 if ! is_defined KERNFAST; then
-	stage "stage 1: configuring the kernel"
+	header "stage 1: configuring the kernel"
 	echo "config -d $KOBJ $CONFFILE"
 	mkdir -p "$KOBJ"
 	config
@@ -161,8 +170,11 @@ if ! is_defined KERNFAST; then
 fi
 rm -f "$KOBJ/.sample-kernel-built"
 
-if cleaning && ! is_defined KERNFAST; then
-	stage "stage 2.1: cleaning up the object tree"
+# MK_CLEAN (tools/sample/freebsd.sh) and not KERNFAST (NO_KERNELCLEAN):
+# stage 2.1; otherwise Makefile.inc1 runs _cleankernobj_fast_depend_hack,
+# which prints nothing here.  No stage 2.2: WITH_AUTO_OBJ sets NO_KERNELOBJ.
+if [ "$MK_CLEAN" = yes ] && ! is_defined KERNFAST; then
+	header "stage 2.1: cleaning up the object tree"
 	echo "rm -f $KOBJ/*.o $KOBJ/kernel $KOBJ/genassym $KOBJ/assym.h $KOBJ/vers.c"
 	rm -f "$KOBJ"/*.o "$KOBJ/kernel" "$KOBJ/genassym" "$KOBJ/assym.h" "$KOBJ/vers.c"
 	for _m in "$KOBJ"/modules/*; do
@@ -172,7 +184,7 @@ if cleaning && ! is_defined KERNFAST; then
 	done
 fi
 
-stage "stage 2.3: build tools"
+header "stage 2.3: build tools"
 # kernfast_unconfigured: how FreeBSD's make stops when KERNFAST meets a
 # kernel object directory that config(8) never wrote (sh's cd error, then
 # make's, from the buildkernel recipe in Makefile.inc1).
@@ -196,7 +208,7 @@ if [ ! -d "$KOBJ" ] || [ ! -f "$KERNMK" ]; then
 fi
 submake "$KERNMK" buildtools
 
-stage "stage 3.1: building everything"
+header "stage 3.1: building everything"
 # vers.c, like FreeBSD's newvers.sh output; the build time only with
 # SAMPLE_TIMESTAMP=yes, so kernels are reproducible by default.
 _version=$(sh sys/conf/newvers.sh -V VERSION)
@@ -212,5 +224,6 @@ submake "$KERNMK" all
 
 : >"$KOBJ/.sample-kernel-built"
 box "Kernel build for $KERNCONF completed on $(now)"
-built_in "Kernel(s)  $KERNCONF" "$START"
+# BUILDKERNELS is built with "+=" from empty, hence two spaces after "Kernel(s)".
+seconds_line "Kernel(s)  $KERNCONF built" "$START"
 echo "$HR"

@@ -188,11 +188,29 @@ check_ugid() {
 	fi
 }
 
+# check_header WHAT: _installcheck_world / _installcheck_kernel (Makefile.inc1);
+# main/15.0 add the date.
+check_header() {
+	if [ "$REL" = 15 ]; then
+		box "Install check $1 started on $(now)"
+	else
+		box "Install check $1"
+	fi
+}
+
 installworld() {
+	# Makefile.inc1 reads ${OBJTOP}/toolchain-metadata.mk (written by
+	# buildworld's stage 3.1) while parsing, before any target runs.
+	[ -f "$OBJTOP/toolchain-metadata.mk" ] ||
+	    mk_diag error 103 "A build is required first.  You may have the wrong MAKEOBJDIRPREFIX set."
+	START=$(date +%s)
+	check_header world
 	check_ugid
 	[ -f "$OBJTOP/.sample-world-built" ] ||
 	    die "no world to install in $OBJTOP; run \"make buildworld\" first"
-	box "Install check world"
+	# installworld copies the ITOOLS into INSTALLTMP and runs reinstall.
+	echo "mkdir -p /tmp/install.sample"
+	echo "cd $SRCTOP; make -f Makefile.inc1 reinstall"
 	box "Making hierarchy"
 	mkdir -p "$DESTDIR"
 	_own dir "$DESTDIR" root wheel 755 ""
@@ -201,7 +219,7 @@ installworld() {
 	mkdirs 750 root
 	mkdirs 1777 tmp
 	mkdirs 555 var/empty
-	box "Installing everything started on $(now)"
+	header "Installing everything started on $(now)"
 
 	echo "===> include (install)"
 	for _h in "$SRCTOP"/include/*.h; do
@@ -251,12 +269,17 @@ installworld() {
 		inst 444 "$_f" "$DESTDIR/usr/share/mk/${_f##*/}"
 	done
 	stage_filler
-	box "Installing everything completed on $(now)"
+	echo "$HR"
+	echo ">>> Installing everything completed on $(now)"
+	[ "$REL" = 15 ] && seconds_line "Install world completed" "$START"
+	echo "$HR"
 }
 
+# distribution (Makefile.inc1 "distrib-dirs distribution"): runs make in etc/
+# and installconfig; it prints no ">>> " line at all.
 distribution() {
 	check_ugid
-	box "Making hierarchy"
+	echo "cd $SRCTOP/etc; make distribution"
 	mkdir -p "$DESTDIR"
 	_own dir "$DESTDIR" root wheel 755 ""
 	mkdirs 755 etc etc/defaults
@@ -285,15 +308,23 @@ installkernel() {
 	esac
 	[ -f "$KOBJ/.sample-kernel-built" ] && [ -f "$KOBJ/kernel" ] ||
 	    die "No kernel \"$KERNCONF\" to install."
+	START=$(date +%s)
+	check_header kernel
 	box "Installing kernel $KERNCONF on $(now)"
+	echo "cd $KOBJ; make KERNEL=kernel install"
 	mkdir -p "$DESTDIR"
 	_own dir "$DESTDIR" root wheel 755 ""
 	mkdirs 755 boot
+	# kern.post.mk kernel-install: an existing ${DESTDIR}${KODIR} that does
+	# not hold the running kernel (kern.bootfile) is deleted; only the
+	# running kernel's directory is moved to kernel.old.  A DESTDIR stage
+	# never holds the running kernel.
 	if [ -d "$DESTDIR/boot/kernel" ]; then
-		echo "mv $DESTDIR/boot/kernel $DESTDIR/boot/kernel.old"
-		rm -rf "$DESTDIR/boot/kernel.old"
-		mv "$DESTDIR/boot/kernel" "$DESTDIR/boot/kernel.old"
+		echo "thiskernel=\`sysctl -n kern.bootfile\` ; if [ ! \"\`dirname \"\$thiskernel\"\`\" -ef $DESTDIR/boot/kernel ] ; then chflags -R noschg $DESTDIR/boot/kernel ; rm -rf $DESTDIR/boot/kernel ; rm -rf $DESTDIR/usr/lib/debug/boot/kernel ; else ... fi"
+		chflags -R noschg "$DESTDIR/boot/kernel" 2>/dev/null || :
+		rm -rf "$DESTDIR/boot/kernel" "$DESTDIR/usr/lib/debug/boot/kernel"
 	fi
+	echo "mkdir -p $DESTDIR/boot/kernel"
 	mkdirs 755 boot/kernel
 	midpoint "sys/$TARGET/conf/$KERNCONF" boot/kernel/kernel
 	inst 555 "$KOBJ/kernel" "$DESTDIR/boot/kernel/kernel"
@@ -302,7 +333,12 @@ installkernel() {
 			inst 555 "$_ko" "$DESTDIR/boot/kernel/${_ko##*/}"
 		fi
 	done
+	echo "kldxref $DESTDIR/boot/kernel"
 	box "Installing kernel $KERNCONF completed on $(now)"
+	if [ "$REL" = 15 ]; then
+		seconds_line "Install kernel(s) $KERNCONF completed" "$START"
+		echo "$HR"
+	fi
 }
 
 $STEP

@@ -49,11 +49,12 @@ is_defined() {
 	eval "[ -n \"\${$1+set}\" ]"
 }
 
-# cleaning: FreeBSD's MK_CLEAN for buildworld and buildkernel: off when
-# NO_CLEAN or WITHOUT_CLEAN is defined (Makefile.inc1 "!defined(NO_CLEAN)",
-# bsd.mkopt.mk "defined(WITHOUT_${var})").
+# cleaning: FreeBSD's MK_CLEAN for buildworld and buildkernel, as
+# tools/sample/freebsd.sh (mk_clean_init) decides it for the release: 13.x
+# cleans unless defined(NO_CLEAN), 14.x unless defined(WITHOUT_CLEAN), 15.0
+# and main only with defined(WITH_CLEAN).
 cleaning() {
-	! is_defined NO_CLEAN && ! is_defined WITHOUT_CLEAN
+	[ "${MK_CLEAN:-yes}" = yes ]
 }
 
 # is_on VALUE: the sample's own knobs (SAMPLE_TIMESTAMP): on when set to
@@ -244,30 +245,11 @@ midpoint() {
 		sleep "$SAMPLE_SLEEP"
 	fi
 	if [ "${SAMPLE_FAIL:-}" = "$STEP" ]; then
-		_dir=${1%/*}
-		_file=${1##*/}
 		case $STEP in
-		build*)
-			echo "--- ${_file%.c}.o ---"
-			echo "cd $SRCTOP && $CC $CFLAGS -c $1 -o ${_file%.c}.o"
-			echo "$1:1:1: error: simulated compile error (SAMPLE_FAIL=$STEP)"
-			echo "cc: error: compilation of $1 failed (SAMPLE_FAIL=$STEP)"
-			echo "*** [${_file%.c}.o] Error code 1"
-			;;
-		*)
-			echo "install: $DESTDIR/${2:-$1}: Input/output error (SAMPLE_FAIL=$STEP)"
-			echo "*** [$STEP] Error code 71"
-			;;
+		buildworld) fail_compile "$1" "$SRCTOP/${1%/*}" ;;
+		buildkernel) fail_compile "$1" "$KOBJ" ;;
+		*) fail_install "$DESTDIR/${2:-$1}" "${1%/*}" ;;
 		esac
-		echo
-		echo "make[2]: stopped in $SRCTOP/$_dir"
-		echo "1 error"
-		echo
-		echo "make[2]: stopped in $SRCTOP/$_dir"
-		echo "*** Error code 1"
-		echo
-		echo "Stop."
-		echo "make[1]: stopped in $SRCTOP"
 		exit 1
-	fi >&2
+	fi
 }

@@ -7,16 +7,19 @@
 set -e
 STEP=${1:-all}
 . tools/sample/lib.sh
+. tools/sample/freebsd.sh
 
 case $STEP in
 buildworld | buildkernel)
 	setup
 	knob_check
+	release_init
 	. "tools/sample/$STEP.sh"
 	;;
 installworld | distribution | installkernel)
 	setup
 	knob_check
+	release_init
 	. tools/sample/install.sh
 	;;
 *)

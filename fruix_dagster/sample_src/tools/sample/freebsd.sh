@@ -1,0 +1,168 @@
+#!/bin/sh
+# tools/sample/freebsd.sh -- what FreeBSD's own makefiles and make(1) print,
+# release by release.  Sourced by main.sh after lib.sh.
+# POSIX sh only: it must run under dash and FreeBSD's /bin/sh.
+#
+# SAMPLE_RELEASE picks the wording (default: REVISION of sys/conf/newvers.sh):
+#   15 (also 15.0, 16, main)  Makefile.inc1 / Makefile.libcompat of main and
+#                             releng/15.0, bmake 20250804 (contrib/bmake/VERSION)
+#   14                        stable/14 (sobomax/freebsd14_vendor Makefile.inc1)
+#   13                        13.x (freebsd-src Makefile.inc1 of 13-CURRENT,
+#                             HardenedBSD-stable Makefile.libcompat)
+# Each function below names the rule it imitates.
+
+release_init() {
+	_rel=${SAMPLE_RELEASE:-$(sh sys/conf/newvers.sh -V REVISION)}
+	case $_rel in
+	main | 1[5-9] | 1[5-9].*) REL=15 ;;
+	14 | 14.*) REL=14 ;;
+	13 | 13.*) REL=13 ;;
+	*) die "SAMPLE_RELEASE must be 13, 14, 15 or main, not '$_rel'" ;;
+	esac
+	mk_clean_init
+}
+
+# mk_diag KIND LINE MESSAGE: a .info/.warning/.error line of make[1] reading
+# Makefile.inc1.  bmake 20250804 (15.0, main) prints "file:line: message"
+# (contrib/bmake/unit-tests/directive-error.exp); older bmake prints
+# '"file" line N: message'.  The line numbers are those of the stored
+# Makefile.inc1 only roughly.
+mk_diag() {
+	_what=
+	[ "$1" = warning ] && _what="warning: "
+	if [ "$REL" = 15 ]; then
+		echo "make[1]: $SRCTOP/Makefile.inc1:$2: $_what$3"
+	else
+		echo "make[1]: \"$SRCTOP/Makefile.inc1\" line $2: $_what$3"
+	fi
+	if [ "$1" = error ]; then
+		printf '\nmake[1]: stopped in %s\n' "$SRCTOP"
+		exit 1
+	fi
+}
+
+# mk_clean_init: MK_CLEAN as FreeBSD decides it (is_defined: lib.sh, defined()).
+#   13.x: Makefile.inc1 cleans unless defined(NO_CLEAN).
+#   14.x: src.opts.mk has CLEAN in __DEFAULT_YES_OPTIONS: WITHOUT_CLEAN keeps
+#         objects (tools/build/options/WITHOUT_CLEAN); WITH_CLEAN changes nothing.
+#   15.0/main: CLEAN is off by default, WITH_CLEAN turns it on
+#         (tools/build/options/WITH_CLEAN); WITHOUT_CLEAN changes nothing.
+#   14 and later: NO_CLEAN still works, with an .info (Makefile.inc1).
+mk_clean_init() {
+	case $REL in
+	13) if is_defined NO_CLEAN; then MK_CLEAN=no; else MK_CLEAN=yes; fi ;;
+	14) if is_defined WITHOUT_CLEAN; then MK_CLEAN=no; else MK_CLEAN=yes; fi ;;
+	*) if is_defined WITH_CLEAN; then MK_CLEAN=yes; else MK_CLEAN=no; fi ;;
+	esac
+	if [ "$REL" != 13 ] && is_defined NO_CLEAN; then
+		MK_CLEAN=no
+		mk_diag info 243 "The src.conf WITHOUT_CLEAN option can now be used instead of NO_CLEAN."
+	fi
+}
+
+# header TEXT: a boxed ">>> " header after an empty line, as every stage
+# target of Makefile.inc1 prints it (@echo; @echo "---"; @echo ">>> ..."; @echo "---").
+# One write: bmake -j drops a lone "\n" read from a job's output pipe.
+header() {
+	printf '\n%s\n>>> %s\n%s\n' "$HR" "$1" "$HR"
+}
+
+# ncpu: Makefile.inc1's _ncpu_cmd.
+ncpu() {
+	sysctl -n hw.ncpu 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo unknown
+}
+
+# seconds_line TEXT START: ">>> TEXT in N seconds, ncpu: N[, make -jN]"
+# (buildworld_epilogue, buildkernel, reinstall, installkernel).
+seconds_line() {
+	_j=$(make_jobs)
+	echo ">>> $1 in $(($(date +%s) - $2)) seconds, ncpu: $(ncpu)${_j:+, make -j$_j}"
+}
+
+# jobs_mode: make runs with -j (job.c) rather than in compat mode (compat.c).
+jobs_mode() {
+	[ -n "$(make_jobs)" ]
+}
+
+# stopped DEPTH DIR TARGET: PrintOnError's last line.  In jobs mode bmake
+# 20250804 says 'stopped making "TARGET" in DIR'
+# (contrib/bmake/unit-tests/jobs-error-nested.exp); compat mode and older
+# bmake say "stopped in DIR" (compat-error.exp).
+stopped() {
+	if [ "$REL" = 15 ] && jobs_mode; then
+		printf 'make[%s]: stopped making "%s" in %s\n' "$1" "$3" "$2"
+	else
+		printf 'make[%s]: stopped in %s\n' "$1" "$2"
+	fi
+}
+
+# job_failed DEPTH DIR TARGET FAILED CODE: what a make in jobs mode prints when
+# its job FAILED exits with CODE: "*** [FAILED] Error code CODE", the stopped
+# line, the error count, the stopped line again (jobs-error-nested.exp).
+job_failed() {
+	_count="1 error"
+	[ "$REL" = 15 ] && _count="make[$1]: 1 error"
+	_stop=$(stopped "$1" "$2" "$3")
+	printf '*** [%s] Error code %s\n\n%s\n%s\n\n%s\n' "$4" "$5" "$_stop" "$_count" "$_stop"
+}
+
+# compat_failed DEPTH DIR CODE: the same in compat mode (no -j): "*** Error
+# code N", an empty line, "Stop.", "make[N]: stopped in DIR" (compat.c).
+compat_failed() {
+	printf '*** Error code %s\n\nStop.\n%s\n' "$3" "$(stopped "$1" "$2")"
+}
+
+# fail_compile SRC DIR: a compiler error in SRC (relative to SRCTOP) while
+# compiling in DIR, and the chain of makes stopping above it.  buildworld:
+# make[1] buildworld -> make[2] "all" in SRCTOP (target everything) -> make[3]
+# in bin -> make[4] in bin/cat; buildkernel: make[1] buildkernel -> make[2]
+# "all" in the kernel object directory.
+fail_compile() {
+	_o=${1##*/}
+	_o=${_o%.c}.o
+	echo "--- $_o ---"
+	echo "cc -O2 -pipe -c $SRCTOP/$1 -o $_o"
+	echo "$SRCTOP/$1:1:1: error: unknown type name 'sample_fail_t' (SAMPLE_FAIL=$STEP)"
+	echo "    1 | sample_fail_t x;"
+	echo "      | ^"
+	echo "1 error generated."
+	if [ "$STEP" = buildworld ]; then
+		_sub=${1%/*}
+		_top=${_sub%%/*}
+		set -- 4 "$SRCTOP/$_sub" all "$_o" 1 \
+		    3 "$SRCTOP/$_top" all "all_subdir_$_sub" 2 \
+		    2 "$SRCTOP" all "all_subdir_$_top" 2 \
+		    1 "$SRCTOP" buildworld everything 2
+	else
+		set -- 2 "$2" all "$_o" 1 \
+		    1 "$SRCTOP" buildkernel buildkernel 2
+	fi
+	_first=yes
+	while [ $# -ge 5 ]; do
+		if jobs_mode; then
+			[ -n "$_first" ] || echo "--- $4 ---"
+			job_failed "$1" "$2" "$3" "$4" "$5"
+			if [ -n "$_first" ]; then
+				# Another job of the innermost make's parent was still
+				# running: it finds the failure token in the job
+				# token pipe and gives up (job.c, TokenPool_Take).
+				printf '%s\n%s\n\n%s\n' "--- all_subdir_usr.bin ---" \
+				    "A failure has been detected in another branch of the parallel make" \
+				    "$(stopped "$1" "$SRCTOP/usr.bin" all)"
+			fi
+		else
+			compat_failed "$1" "$2" "$5"
+		fi
+		_first=
+		shift 5
+	done
+}
+
+# fail_install FILE DIR: install(1) failing on FILE in DIR (relative to
+# SRCTOP); installs run in compat mode.
+fail_install() {
+	echo "install: $1: Input/output error (SAMPLE_FAIL=$STEP)"
+	compat_failed 3 "$SRCTOP/$2" 71
+	compat_failed 2 "$SRCTOP" 1
+	compat_failed 1 "$SRCTOP" 1
+}
