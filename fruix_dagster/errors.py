@@ -34,10 +34,13 @@ class FenceError(FruixError):
 class BuildError(FruixError):
     """A make step failed on the guest.  Build failures are never retried."""
 
-    def __init__(self, message: str, *, exit_status: int | None = None, log_path: str | None = None):
+    def __init__(self, message: str, *, exit_status: int | None = None, log_path: str | None = None,
+                 triage: object | None = None):
         super().__init__(message)
         self.exit_status = exit_status
         self.log_path = log_path
+        #: a fruix_dagster.build.triage.Triage when the log was read
+        self.triage = triage
 
 
 class StepTimeout(BuildError):

@@ -101,7 +101,11 @@ def plan_build(
     root = check_build_root(build_root)
     env = ["env", f"MAKEOBJDIRPREFIX={root}/obj", make]
     common = [f"TARGET={target}", f"TARGET_ARCH={target_arch}"]
-    incremental = [] if clean else ["WITHOUT_CLEAN=yes"]
+    # CLEAN per release (tools/build/options/WITH_CLEAN, WITHOUT_CLEAN): 14.x
+    # cleans unless WITHOUT_CLEAN, 15.0/main keep objects unless WITH_CLEAN,
+    # and each ignores the knob that asks for its default.  So WITH_CLEAN
+    # cleans and WITHOUT_CLEAN keeps on both (13.x needs NO_CLEAN in make_vars).
+    incremental = ["WITH_CLEAN=yes"] if clean else ["WITHOUT_CLEAN=yes"]
     world_destdir = [f"DESTDIR={root}/stage-world", "DB_FROM_SRC=yes"]
     kernel_destdir = [f"DESTDIR={root}/stage-kernel", "DB_FROM_SRC=yes"]
     kernel = [f"KERNCONF={kernconf}"]

@@ -14,8 +14,6 @@ from typing import Iterable
 
 _CARRY_MAX = 64 * 1024
 _TAIL_KEEP = 256 * 1024
-_ERROR_PATTERNS = (b"*** Error", b"ERROR:")
-_MAX_ERRORS = 20
 
 _STAGE = re.compile(r"^>>> stage (?P<id>[0-9][0-9.]*[a-z]?): (?P<what>.*)$")
 _WORLD_DONE = re.compile(r"^>>> World build completed on (?P<when>.*)$")
@@ -23,6 +21,19 @@ _WORLD_START = re.compile(r"^>>> World build started on (?P<when>.*)$")
 _KERNEL_DONE = re.compile(r"^>>> Kernel build for (?P<conf>\S+) completed on (?P<when>.*)$")
 _KERNEL_START = re.compile(r"^>>> Kernel build for (?P<conf>\S+) started on (?P<when>.*)$")
 _BUILT_IN = re.compile(r"^>>> (?:World|Kernel\(s\)\s+(?P<confs>.*?)) built in (?P<secs>\d+) seconds?")
+# reinstall / installkernel of main and 15.0 (Makefile.inc1)
+_COMPLETED_IN = re.compile(r"^>>> Install (?:world|kernel\(s\) .*?) completed in (?P<secs>\d+) seconds?")
+# Boxed headers that are not numbered stages (Makefile.inc1): they start a
+# stretch of time of their own.  Everything else ('>>> Deleting stale
+# dependencies...', '>>> ... built in N seconds') is an unboxed line inside
+# the current stage.
+_HEADER = re.compile(
+    r"^>>> (?P<what>Cleaning up the temporary build tree|Rebuilding the temporary build tree"
+    r"|Making hierarchy|Making distribution|Install check (?:world|kernel)"
+    r"|Installing everything(?= started)|Installing everything(?= completed)"
+    r"|Installing kernel \S+(?= on | completed on |$))")
+_DATES = re.compile(r"(?: started)? on [A-Z][a-z]{2} [A-Z][a-z]{2} .*$")
+_NUMBERS = re.compile(r"\d+")
 
 
 @dataclass(frozen=True)
@@ -30,15 +41,24 @@ class Marker:
     """One '>>> ' line, classified."""
 
     text: str
-    kind: str                  # stage | world-started | world-completed | kernel-started | kernel-completed | built-in | other
+    #: stage | world-started | world-completed | kernel-started | kernel-completed |
+    #: header (another boxed header) | built-in | completed-in | other (unboxed)
+    kind: str
     stage: str | None = None   # "4.2" for stage markers
-    seconds: int | None = None # for "built in N seconds"
+    seconds: int | None = None # for "built in N seconds" / "completed in N seconds"
 
     @property
     def label(self) -> str:
+        """A name for the marker without its date: "stage 4.4", "Installing kernel GENERIC"."""
         if self.kind == "stage" and self.stage:
             return f"stage {self.stage}"
-        return self.kind
+        text = _DATES.sub("", self.text[4:] if self.text.startswith(">>> ") else self.text)
+        return _NUMBERS.sub("N", text) if self.kind in ("built-in", "completed-in") else text
+
+    @property
+    def is_header(self) -> bool:
+        """A boxed header: it ends the stage before it (unboxed lines do not)."""
+        return self.kind not in ("built-in", "completed-in", "other")
 
 
 def classify(line: str) -> Marker:
@@ -55,17 +75,35 @@ def classify(line: str) -> Marker:
         return Marker(line, "kernel-completed")
     if m := _BUILT_IN.match(line):
         return Marker(line, "built-in", seconds=int(m["secs"]))
+    if m := _COMPLETED_IN.match(line):
+        return Marker(line, "completed-in", seconds=int(m["secs"]))
+    if _HEADER.match(line):
+        return Marker(line, "header")
     return Marker(line, "other")
 
 
 class LogScanner:
-    """Feed build output chunk by chunk; collect markers, first errors, tail."""
+    """Feed build output chunk by chunk; collect markers, the failure triage
+    (build/triage.py: first errors, where make stopped, stage) and the tail."""
 
     def __init__(self) -> None:
+        from fruix_dagster.build.triage import ErrorScanner
+
         self._carry = b""
         self._tail = bytearray()
-        self.errors: list[str] = []
+        self.triage_scanner = ErrorScanner()
         self.bytes_seen = 0
+
+    @property
+    def errors(self) -> list[str]:
+        """The first error lines, causes first (see build/triage.py)."""
+        return list(self.triage_scanner.first_errors)
+
+    def triage(self, log_path: str, exit_status: int | None = None):
+        """The :class:`~fruix_dagster.build.triage.Triage` of what was fed."""
+        from fruix_dagster.build.triage import TAIL_LINES
+
+        return self.triage_scanner.triage(log_path, self.tail(TAIL_LINES), exit_status)
 
     def feed(self, chunk: bytes) -> list[Marker]:
         self.bytes_seen += len(chunk)
@@ -89,14 +127,11 @@ class LogScanner:
         found: list[Marker] = []
         for line in _lines_starting_with(buf, end, b">>> "):
             found.append(classify(line))
-        if len(self.errors) < _MAX_ERRORS:
-            hits: list[tuple[int, str]] = []
-            for pattern in _ERROR_PATTERNS:
-                hits.extend(_lines_containing(buf, end, pattern))
-            for _, line in sorted(hits):
-                if len(self.errors) >= _MAX_ERRORS:
-                    break
-                self.errors.append(line)
+        # Errors after the last stage header of this buffer still belong to
+        # it; a failure's stage is the last header seen before the end.
+        for m in found:
+            self.triage_scanner.marker(m)
+        self.triage_scanner.scan(buf, end)
         return found
 
     def tail(self, lines: int = 40) -> list[str]:
@@ -116,27 +151,45 @@ def _lines_starting_with(buf: bytes, end: int, prefix: bytes) -> Iterable[str]:
             pos = buf.find(prefix, pos + 1, end)
 
 
-def _lines_containing(buf: bytes, end: int, needle: bytes) -> Iterable[tuple[int, str]]:
-    pos = buf.find(needle, 0, end)
-    while pos >= 0:
-        start = buf.rfind(b"\n", 0, pos) + 1
-        nl = buf.find(b"\n", pos, end)
-        nl = end if nl < 0 else nl
-        yield start, buf[start:nl].decode("utf-8", "replace").rstrip("\r")
-        pos = buf.find(needle, nl, end)
-
-
-def stage_durations(markers: list[tuple[int, str]], finished: int | None) -> dict[str, int]:
+def stage_durations(markers: list[tuple[float, str]], finished: float | None) -> dict[str, float]:
     """Seconds per stage from timestamped markers (the guest's ``markers`` file).
 
-    A stage lasts from its marker to the next marker (or to ``finished``).
+    Time after a boxed header belongs to it until the next boxed header (or
+    ``finished``); unboxed lines ('>>> Deleting stale dependencies...') do not
+    end a stage.  Keys are the headers' labels ("stage 4.4", "Installing
+    everything"); the closing headers ("World build completed", "Kernel build
+    for K completed") end the last stage and get no time of their own.
     """
-    out: dict[str, int] = {}
-    for i, (ts, text) in enumerate(markers):
-        m = classify(text)
-        if m.kind != "stage":
+    out: dict[str, float] = {}
+    heads = [(ts, classify(text)) for ts, text in markers]
+    heads = [(ts, m) for ts, m in heads if m.is_header]
+    for i, (ts, m) in enumerate(heads):
+        if m.label.endswith(" completed"):
             continue
-        nxt = markers[i + 1][0] if i + 1 < len(markers) else finished
+        nxt = heads[i + 1][0] if i + 1 < len(heads) else finished
         if nxt is not None:
-            out[f"stage {m.stage}"] = out.get(f"stage {m.stage}", 0) + max(0, nxt - ts)
+            out[m.label] = out.get(m.label, 0) + max(0, nxt - ts)
     return out
+
+
+def marker_offsets(markers: list[tuple[float, str]], started: float | None) -> dict[str, float]:
+    """Seconds from the step's start to each marker, one key per marker: a
+    label seen again gets " (2)", " (3)"... so repeated lines stay distinct."""
+    out: dict[str, float] = {}
+    if started is None:
+        return out
+    seen: dict[str, int] = {}
+    for ts, text in markers:
+        label = classify(text).label
+        seen[label] = seen.get(label, 0) + 1
+        key = label if seen[label] == 1 else f"{label} ({seen[label]})"
+        out[key] = ts - started
+    return out
+
+
+def reported_seconds(markers: list[tuple[float, str]]) -> int | None:
+    """What make itself reported: 'World built in N seconds', 'Install world
+    completed in N seconds' (main, 15.0), summed over the step's markers."""
+    secs = [classify(t).seconds for _, t in markers]
+    found = [s for s in secs if s is not None]
+    return sum(found) if found else None

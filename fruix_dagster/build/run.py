@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from fruix_dagster.build.make import MakeStep
-from fruix_dagster.build.markers import LogScanner, Marker, classify, stage_durations
+from fruix_dagster.build.markers import (LogScanner, Marker, marker_offsets, reported_seconds,
+                                         stage_durations)
+from fruix_dagster.build.triage import Triage
 from fruix_dagster.errors import BuildError, StepTimeout
 from fruix_dagster.guest.detached import DetachedSteps, Launch
 
@@ -18,10 +22,31 @@ class StepOutcome:
     launch: Launch
     exit_status: int
     duration_s: float
-    stage_seconds: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     log_bytes: int = 0
-    #: seconds from the step's start to each '>>> ' marker (first occurrence)
-    marker_offsets: dict[str, int] = field(default_factory=dict)
+    #: seconds from the step's start to each '>>> ' marker, one key per marker
+    marker_offsets: dict[str, float] = field(default_factory=dict)
+    #: the command the guest's step record says ran (for a reused step: the
+    #: earlier run's, which may differ from today's settings in -jN)
+    recorded_command: str = ""
+    #: what make printed as its own duration ("World built in N seconds")
+    make_seconds: int | None = None
+
+    @property
+    def command(self) -> str:
+        return self.recorded_command or self.step.command
+
+    @property
+    def build_jobs(self) -> int | None:
+        """N of the -jN the step ran with (None: without -j)."""
+        try:
+            argv = shlex.split(self.command)
+        except ValueError:
+            return None
+        for a in argv:
+            if m := re.fullmatch(r"-j(\d+)", a):
+                return int(m[1])
+        return None
 
     @property
     def ran_make(self) -> bool:
@@ -70,16 +95,22 @@ def run_step(
     started, finished = steps.read_times(launch.step_dir)
     duration = float(finished - started) if started is not None and finished is not None else 0.0
     marks = steps.read_markers(launch.step_dir)
-    offsets: dict[str, int] = {}
-    for ts, text in marks:
-        if started is not None:
-            offsets.setdefault(classify(text).label, ts - started)
     outcome = StepOutcome(step, launch, status.exit_status if status.exit_status is not None else -1,
-                          duration, stage_durations(marks, finished), offset, offsets)
+                          duration, stage_durations(marks, finished), offset,
+                          marker_offsets(marks, started), steps.read_command(launch.step_dir),
+                          reported_seconds(marks))
     if status.state == "vanished" or outcome.exit_status != 0:
-        if not scanner.bytes_seen:
-            _, data = steps.poll(launch.step_dir, max(0, status.log_size - (256 << 10)), 256 << 10)
-            scanner.feed(data)
+        if scanner.bytes_seen < status.log_size:
+            # The first error may be far from the end: read the whole log,
+            # in big chunks, through the same scanner.
+            scanner = LogScanner()
+            off = 0
+            while True:
+                _, data = steps.poll(launch.step_dir, off)
+                if not data:
+                    break
+                off += len(data)
+                scanner.feed(data)
             scanner.finish()
         raise _failure(step, launch, status.state, outcome.exit_status, scanner)
     return outcome
@@ -116,29 +147,29 @@ def _follow(steps: DetachedSteps, launch: Launch, step: MakeStep, scanner: LogSc
             _, rest = steps.poll(launch.step_dir, offset)
             scanner.feed(rest)
             scanner.finish()
+            triage = scanner.triage(launch.log_path, None)
             raise StepTimeout(
                 f"{step.name} timed out: it {why}; its processes were stopped on the guest.\n"
-                + _details(step, launch, scanner),
-                exit_status=None, log_path=launch.log_path)
+                + _details(step, triage),
+                exit_status=None, log_path=launch.log_path, triage=triage)
         time.sleep(interval)
         interval = min(limits.poll_s, interval * 2)
 
 
-def _details(step: MakeStep, launch: Launch, scanner: LogScanner) -> str:
-    parts = [f"command: {step.command}", f"log: {launch.log_path}"]
-    if scanner.errors:
-        parts.append("first errors:\n  " + "\n  ".join(scanner.errors[:10]))
-    parts.append("last 40 lines:\n  " + "\n  ".join(scanner.tail(40)))
-    return "\n".join(parts)
+def _details(step: MakeStep, triage: Triage) -> str:
+    return f"command: {step.command}\n" + triage.summary()
 
 
 def _failure(step: MakeStep, launch: Launch, state: str, exit_status: int,
              scanner: LogScanner) -> BuildError:
+    triage = scanner.triage(launch.log_path, None if state == "vanished" else exit_status)
     if state == "vanished":
         head = (f"{step.name} was expected to finish with status 0, but its process vanished "
                 f"without an exit status (killed, or the guest rebooted); re-run to build it anew")
     else:
-        head = (f"{step.name} failed with exit status {exit_status} (expected 0); fix the cause "
-                f"shown below and re-materialize — build failures are not retried")
-    return BuildError(head + "\n" + _details(step, launch, scanner),
-                      exit_status=exit_status, log_path=launch.log_path)
+        where = f" in {triage.stopped_in}" if triage.stopped_in else ""
+        cause = f": {triage.first_errors[0]}" if triage.first_errors else ""
+        head = (f"{step.name} failed with exit status {exit_status} (expected 0){where}{cause}; "
+                f"fix the cause shown below and re-materialize — build failures are not retried")
+    return BuildError(head + "\n" + _details(step, triage),
+                      exit_status=exit_status, log_path=launch.log_path, triage=triage)

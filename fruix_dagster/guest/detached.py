@@ -303,6 +303,11 @@ class DetachedSteps:
                 out.append((int(ts), text))
         return out
 
+    def read_command(self, step_dir: str) -> str:
+        """The shell-quoted command the step record says ran ("" if unreadable)."""
+        res = self.transport.run(["cat", f"{step_dir}/command"])
+        return res.stdout.decode("utf-8", "replace").strip() if res.ok else ""
+
     def read_times(self, step_dir: str) -> tuple[int | None, int | None]:
         res = self.transport.sh('cat "$1/started" 2>/dev/null || echo -; cat "$1/finished" 2>/dev/null || echo -',
                                 step_dir)
