@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fruix_dagster.build.markers import LogScanner, classify, stage_durations
+from fruix_dagster.build.markers import LogScanner, classify, marker_offsets, reported_seconds, stage_durations
 
 LOG = b"""cc -O2 -c foo.c
 --------------------------------------------------------------
@@ -41,14 +41,18 @@ def test_markers_errors_and_tail_at_any_chunking(chunk):
         ("kernel-completed", None), ("built-in", None), ("stage", "3"), ("stage", "2.1"),
     ]
     assert [m.seconds for m in found if m.kind == "built-in"] == [7, 60]
-    assert scanner.errors == ["*** Error code 1", "ERROR: Required auditdistd user is missing"]
+    # causes first (the compiler's and the ERROR: line), then make's own line
+    assert scanner.errors == ["cc: error: no such file", "ERROR: Required auditdistd user is missing",
+                              "*** Error code 1"]
     assert scanner.tail(2) == [">>> stage 3: cross tools", ">>> stage 2.1: cleaning up the object tree"]
 
 
 def test_old_wording_is_classified():
     assert classify(">>> stage 4.4: building everything").stage == "4.4"
     assert classify(">>> stage 5.1: building 32 bit shim libraries").stage == "5.1"
-    assert classify(">>> Installing everything started on now").kind == "other"
+    assert classify(">>> Installing everything started on now").kind == "header"
+    assert classify(">>> Deleting stale dependencies...").kind == "other"
+    assert classify(">>> stage 4.3.1: building lib32 shim libraries").stage == "4.3.1"
 
 
 def test_huge_log_keeps_only_a_bounded_tail():
@@ -64,4 +68,45 @@ def test_huge_log_keeps_only_a_bounded_tail():
 def test_stage_durations_from_timestamped_markers():
     marks = [(100, ">>> World build started on x"), (101, ">>> stage 1.1: a"),
              (105, ">>> stage 4.2: b"), (130, ">>> World build completed on y")]
-    assert stage_durations(marks, 131) == {"stage 1.1": 4, "stage 4.2": 25}
+    assert stage_durations(marks, 131) == {"World build started on x": 1, "stage 1.1": 4, "stage 4.2": 25}
+
+
+def test_unboxed_lines_do_not_end_a_stage():
+    """main's Makefile.inc1: '>>> Deleting stale dependencies...' (twice) and
+    '>>> Deleting stale files in build tree...' are printed inside stages."""
+    d = "Tue Dec  1 19:07:07 UTC 2026"
+    marks = [(0, f">>> World build started on {d}"),
+             (2, ">>> Deleting stale files in build tree..."),
+             (3, ">>> Rebuilding the temporary build tree"),
+             (4, ">>> stage 1.1: legacy release compatibility shims"),
+             (10, ">>> stage 1.2: bootstrap tools"),
+             (11, ">>> Deleting stale dependencies..."),
+             (40, ">>> Deleting stale dependencies..."),
+             (50, ">>> stage 2.3: build tools"),
+             (90, ">>> stage 4.4: building everything"),
+             (500, f">>> World build completed on {d}"),
+             (500, ">>> World built in 500 seconds, ncpu: 8, make -j8")]
+    assert stage_durations(marks, 501) == {
+        "World build": 3, "Rebuilding the temporary build tree": 1, "stage 1.1": 6,
+        "stage 1.2": 40, "stage 2.3": 40, "stage 4.4": 410}
+    offsets = marker_offsets(marks, 0)
+    assert offsets["Deleting stale dependencies..."] == 11
+    assert offsets["Deleting stale dependencies... (2)"] == 40
+    assert len(offsets) == len(marks)
+
+
+def test_install_and_kernel_install_times_are_read():
+    """reinstall and installkernel of main/15.0 (Makefile.inc1)."""
+    d = "Tue Dec  1 19:07:07 UTC 2026"
+    marks = [(0, f">>> Install check world started on {d}"), (1, ">>> Making hierarchy"),
+             (3, f">>> Installing everything started on {d}"),
+             (60, f">>> Installing everything completed on {d}"),
+             (60, ">>> Install world completed in 60 seconds, ncpu: 8")]
+    assert stage_durations(marks, 61) == {"Install check world": 1, "Making hierarchy": 2,
+                                          "Installing everything": 57}
+    assert reported_seconds(marks) == 60
+    kmarks = [(0, f">>> Install check kernel started on {d}"), (0, f">>> Installing kernel GENERIC on {d}"),
+              (9, f">>> Installing kernel GENERIC completed on {d}"),
+              (9, ">>> Install kernel(s) GENERIC completed in 9 seconds, ncpu: 8")]
+    assert stage_durations(kmarks, 9) == {"Install check kernel": 0, "Installing kernel GENERIC": 9}
+    assert reported_seconds(kmarks) == 9

@@ -164,7 +164,7 @@ def stage_durations(markers: list[tuple[float, str]], finished: float | None) ->
     heads = [(ts, classify(text)) for ts, text in markers]
     heads = [(ts, m) for ts, m in heads if m.is_header]
     for i, (ts, m) in enumerate(heads):
-        if m.label.endswith(" completed"):
+        if m.kind in ("world-completed", "kernel-completed") or " completed" in m.label:
             continue
         nxt = heads[i + 1][0] if i + 1 < len(heads) else finished
         if nxt is not None:

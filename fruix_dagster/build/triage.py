@@ -141,7 +141,7 @@ class ErrorScanner:
             target.append(line)
 
     def marker(self, m: Marker) -> None:
-        if m.kind == "stage" or (m.kind == "header" and not m.label.endswith(" completed")):
+        if m.kind == "stage" or (m.kind == "header" and " completed" not in m.label):
             self.stage = m.text
 
     @property
