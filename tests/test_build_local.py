@@ -142,8 +142,17 @@ def test_failing_kernel_stage(tmp_path):
     assert [e.step_key for e in failures] == ["kernel_build"]
     message = str(failures[0].step_failure_data.error.to_string())
     assert "buildkernel failed with exit status" in message
-    assert "*** Error" in message
+    assert "*** [init_main.o] Error code 1" in message
     assert "last 40 lines" in message and "log: " in message
+    # the triage, first in the message and in the failure event's metadata (the UI shows it)
+    assert "init_main.c:1:1: error: unknown type name" in message.split("\n")[0]
+    meta = {k: getattr(v, "value", v) for k, v in
+            failures[0].step_failure_data.user_failure_data.metadata.items()}
+    assert meta["first_errors"].splitlines()[0].endswith(
+        "sys/kern/init_main.c:1:1: error: unknown type name 'sample_fail_t' (SAMPLE_FAIL=buildkernel)")
+    assert meta["stopped_in"].endswith("/sys/GENERIC")
+    assert meta["stage"] == ">>> stage 3.1: building everything"
+    assert meta["log_path"].endswith("/log") and meta["step"] == "buildkernel"
     inst = lb.instance
     for asset in ("freebsd_source", "world_build", "world_stage", "headers_slice", "bootloader_slice"):
         assert latest(inst, asset, "amd64") is not None, asset

@@ -321,7 +321,8 @@ installkernel() {
 	# never holds the running kernel.
 	if [ -d "$DESTDIR/boot/kernel" ]; then
 		echo "thiskernel=\`sysctl -n kern.bootfile\` ; if [ ! \"\`dirname \"\$thiskernel\"\`\" -ef $DESTDIR/boot/kernel ] ; then chflags -R noschg $DESTDIR/boot/kernel ; rm -rf $DESTDIR/boot/kernel ; rm -rf $DESTDIR/usr/lib/debug/boot/kernel ; else ... fi"
-		chflags -R noschg "$DESTDIR/boot/kernel" 2>/dev/null || :
+		chflags -R noschg "$DESTDIR/boot/kernel" 2>/dev/null ||
+		    chattr -R -f -i "$DESTDIR/boot/kernel" 2>/dev/null || :
 		rm -rf "$DESTDIR/boot/kernel" "$DESTDIR/usr/lib/debug/boot/kernel"
 	fi
 	echo "mkdir -p $DESTDIR/boot/kernel"
