@@ -184,3 +184,16 @@ def test_ignored_errors_are_not_errors() -> None:
     t = triage_of("*** [x] Error code 1 (ignored)\nok\n", 5)
     assert t.first_errors == () and t.stopped_in is None
     assert "none recognised" in t.summary()
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_compat_failing_command_line_is_a_cause(chunk: int) -> None:
+    """compat.c prints "*** Error code N" right after the failing command's output."""
+    log = (header("Installing everything started on " + D)
+           + "install -o root -g wheel -m 444 stdio.h /stage/usr/include/stdio.h\n"
+           "cp: /stage/usr/include/stdio.h: No space left on device\n"
+           "*** Error code 1\n\nStop.\nmake[3]: stopped in /usr/src/include\n")
+    t = triage_of(log, chunk)
+    assert t.first_errors == ("cp: /stage/usr/include/stdio.h: No space left on device", "*** Error code 1")
+    assert t.stopped_in == "/usr/src/include"
+    assert t.stage == f">>> Installing everything started on {D}"

@@ -33,15 +33,21 @@ from fruix_dagster.build.markers import Marker
 MAX_ERRORS = 20
 TAIL_LINES = 40
 
-# Needles that find candidate lines; each candidate is then classified.
-_NEEDLES = (b"error:", b"Error code", b"ERROR:", b"install: ", b"make[", b"make: ")
-_STOPPED = (b": stopped in ", b": stopped making ")
+# Needles that find candidate lines (each a pass of bytes.find over the
+# chunk, so few): "rror" finds "error:" and "Error code", "ERROR:" the
+# Makefile.inc1 checks, "stopped" make's stopped lines.  A .error line is
+# found as the line make prints just before stopping, and a failing
+# command's message (install: ...) as the line before "*** Error code N".
+_NEEDLES = (b"rror", b"ERROR:")
+_STOPPED = (b"stopped",)
 
 _COMPILER = re.compile(r"^(?:\S+:\d+(?::\d+)?: (?:fatal )?error: |(?:cc|c\+\+|clang|gcc|ld(?:\.lld)?|ar): (?:fatal )?error: )")
 _DIRECTIVE = re.compile(r'^\S*make(?:\[\d+\])?: (?:"[^"]+" line \d+|/\S+:\d+): (?!warning: )(?P<msg>.*)$')
 _MAKE_ERROR = re.compile(r"^\*\*\* (?:\[[^\]]+\] )?Error code \d+(?! \(ignored\))")
 _STOPPED_LINE = re.compile(r'^\S*make(?:\[\d+\])?: stopped (?:making "[^"]*" )?in (?P<dir>\S.*)$')
 _INSTALL = re.compile(r"^install: \S+: ")
+# "prog: object: message", the usual shape of a failing tool's last line
+_FAILED_CMD = re.compile(r"^[A-Za-z0-9_.+-]+: \S.*: \S")
 
 
 def classify_error(line: str) -> str | None:
@@ -103,8 +109,7 @@ class ErrorScanner:
     make_errors: list[str] = field(default_factory=list)
     stopped_in: str | None = None
     stage: str | None = None
-    _directive: str | None = None   # a .info/.error line waiting to see whether make stops
-    _directive_next: int = 0        # where its "stopped" line must start
+    _prev: bytes = b""   # the end of the previous buffer, for looking one line back
 
     def scan(self, buf: bytes, end: int) -> None:
         """Look at the complete lines ``buf[:end]`` (``end`` just after a newline)."""
@@ -121,23 +126,34 @@ class ErrorScanner:
                 # An .error line is the one make prints just before stopping
                 # ("make[1]: ...: message", an empty line, "make[1]: stopped in
                 # DIR"); an .info line looks the same but make goes on.
-                if self._directive is not None and start == self._directive_next:
-                    self._add("cause", self._directive)
+                before = _previous_line(self._context(buf, start), skip_blank=True)
+                if before is not None and classify_error(before) == "directive":
+                    self._add("cause", before)
                 if self.stopped_in is None and (self.causes or self.make_errors):
                     self.stopped_in = _STOPPED_LINE.match(line)["dir"]  # type: ignore[index]
-                self._directive = None
-            elif kind == "directive":
-                self._directive, self._directive_next = line, nl + 2
-            elif kind is not None:
+            elif kind == "make":
+                # compat mode: the failing command's last words come just
+                # before "*** Error code N" (install: /x: No space left...)
+                before = (_previous_line(self._context(buf, start))
+                          if line.startswith("*** Error code") else None)
+                if before and classify_error(before) is None and _FAILED_CMD.match(before):
+                    self._add("cause", before)
                 self._add(kind, line)
-        if self._directive is not None:
-            # continue the adjacency test in the next buffer, whose offsets
-            # start at this one's end
-            self._directive_next -= end
+            elif kind is not None and kind != "directive":
+                self._add(kind, line)
+        if end >= _CONTEXT:
+            self._prev = buf[end - _CONTEXT:end]
+        else:
+            self._prev = (self._prev + buf[:end])[-_CONTEXT:]
+
+    def _context(self, buf: bytes, start: int) -> bytes:
+        """The bytes before ``start``, reaching back into the previous buffer."""
+        ctx = buf[max(0, start - _CONTEXT):start]
+        return self._prev + ctx if start < _CONTEXT else ctx
 
     def _add(self, kind: str, line: str) -> None:
         target = self.causes if kind == "cause" else self.make_errors
-        if len(target) < MAX_ERRORS:
+        if len(target) < MAX_ERRORS and not (kind == "cause" and line in target):
             target.append(line)
 
     def marker(self, m: Marker) -> None:
@@ -151,6 +167,21 @@ class ErrorScanner:
     def triage(self, log_path: str, tail: list[str], exit_status: int | None) -> Triage:
         return Triage(self.first_errors, self.stopped_in, self.stage, log_path,
                       tuple(tail[-TAIL_LINES:]), exit_status)
+
+
+_CONTEXT = 4096
+
+
+def _previous_line(ctx: bytes, skip_blank: bool = False) -> str | None:
+    """The last line of ``ctx`` (bytes ending with a newline), or the one
+    before it when ``skip_blank`` and the last is empty."""
+    end = len(ctx) - 1
+    if end < 0:
+        return None
+    if skip_blank and end > 0 and ctx[end - 1] == 0x0A:
+        end -= 1  # one empty line
+    begin = ctx.rfind(b"\n", 0, end) + 1
+    return ctx[begin:end].decode("utf-8", "replace").rstrip("\r")
 
 
 def _lines_containing(buf: bytes, end: int, needle: bytes) -> Iterable[tuple[int, int, str]]:
