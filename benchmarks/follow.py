@@ -49,7 +49,7 @@ start = time.perf_counter()
 off = 0
 with open(args["out"], "wb") as f:
     while True:
-        status, data = steps.poll(args["step"], off)
+        status, data = steps.poll(args["step"], off, args["chunk"])
         if not data:
             break
         off += len(data)
@@ -99,6 +99,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mb", type=int, default=300)
+    ap.add_argument("--chunk-mib", type=int, default=32, help="poll size (run_step uses FOLLOW_CHUNK)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fruix-bench-follow-"))
     guest = SshGuest(work / "guest", address="127.0.0.43")
@@ -119,7 +120,7 @@ def main() -> int:
         for _ in range(args.runs):
             out = work / "a.log"
             child = json.dumps({"host": guest.host, "port": guest.port, "known_hosts": str(guest.known_hosts),
-                                "key": str(guest.client_key), "root": root, "step": step, "out": str(out)})
+                                "key": str(guest.client_key), "root": root, "step": step, "out": str(out), "chunk": args.chunk_mib << 20})
             res = json.loads(subprocess.run([sys.executable, "-c", CHILD, child], cwd=REPO, check=True,
                                             capture_output=True, text=True).stdout)
             assert res["bytes"] == size and res["markers"] == expected_markers, res
