@@ -394,7 +394,8 @@ def test_a_changed_header_rebuilds_exactly_its_includers(make: str, tmp_path: Pa
     with open(src / "lib/libsample/libsample.h", "a") as f:
         f.write("/* changed */\n")
     out = run(make, "buildworld", src, obj, "WITHOUT_CLEAN=yes", jobs=2)
-    assert sorted(m.group(1) for m in re.finditer(r" -c (\S+\.c) -o ", out)) == includers
+    # (the lib32 shim libraries compile the library sources a second time)
+    assert sorted(set(m.group(1) for m in re.finditer(r" -c (\S+\.c) -o ", out))) == includers
 
 
 @pytest.mark.parametrize("make", MAKES)
