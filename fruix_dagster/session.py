@@ -23,7 +23,7 @@ import threading
 from typing import Callable
 
 from fruix_dagster.errors import ConfigError, FruixError
-from fruix_dagster.fruix.devenv import DevEnvReport, require_development_environment
+from fruix_dagster.fruix.devenv import DevEnvReport, needs_root, require_development_environment
 from fruix_dagster.guest.detached import DetachedSteps
 from fruix_dagster.guest.local import LocalTransport
 from fruix_dagster.guest.ssh import SshTransport
@@ -142,7 +142,8 @@ class GuestSession:
             b = self.settings.build
             self._devenv = require_development_environment(
                 self.transport, system=self.guest.system, build_root=b.build_root,
-                min_free_gib=b.min_free_gib, make=b.make)
+                min_free_gib=b.min_free_gib, make=b.make, need_root=needs_root(b),
+                meta_mode=b.build_conf().meta_mode)
         return self._devenv
 
     def close(self, failed: bool = False) -> None:

@@ -20,6 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from fruix_dagster.build.buildconf import BuildConf
 from fruix_dagster.build.fingerprint import fingerprint, output_argv
 from fruix_dagster.guest.detached import StepSpec
 from fruix_dagster.graph import KERNEL_STEPS, STEP_NAMES, WORLD_STEPS
@@ -31,6 +32,9 @@ __all__ = ["KERNEL_STEPS", "STEP_NAMES", "WORLD_STEPS", "BuildPlan", "MakeStep",
 @dataclass(frozen=True)
 class MakeStep(StepSpec):
     """A make invocation: a detached step whose command is make."""
+
+    #: the make.conf/src.conf/src-env.conf it reads (written before it runs)
+    conf: BuildConf | None = field(default=None, compare=False)
 
     @property
     def command(self) -> str:
@@ -84,6 +88,7 @@ def plan_build(
     clean: bool = False,
     kernfast: bool = False,
     no_root_user: str = "",
+    conf: BuildConf | None = None,
 ) -> BuildPlan:
     """All five steps with their fingerprints chained along the dependencies.
 
@@ -99,7 +104,9 @@ def plan_build(
     """
     extra = make_vars or {}
     root = check_build_root(build_root)
-    env = ["env", f"MAKEOBJDIRPREFIX={root}/obj", make]
+    conf = conf or BuildConf()
+    # __MAKE_CONF, SRCCONF, SRC_ENV_CONF in the environment (build/buildconf.py)
+    env = ["env", f"MAKEOBJDIRPREFIX={root}/obj", *conf.env(root), make]
     common = [f"TARGET={target}", f"TARGET_ARCH={target_arch}"]
     # CLEAN per release (tools/build/options/WITH_CLEAN, WITHOUT_CLEAN): 14.x
     # cleans unless WITHOUT_CLEAN, 15.0/main keep objects unless WITH_CLEAN,
@@ -141,6 +148,7 @@ def plan_build(
             "cwd": source_root,
             "source": source_hash,
             "upstream": [steps[u].fingerprint for u in upstream[name]],
+            "conf": conf.fingerprint_part(),
         }
-        steps[name] = MakeStep(name, argv, source_root, fingerprint(**parts))
+        steps[name] = MakeStep(name, argv, source_root, fingerprint(**parts), conf)
     return BuildPlan(root, source_root, jobs, steps, no_root_user)

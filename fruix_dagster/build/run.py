@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from fruix_dagster.build.buildconf import write_conf
 from fruix_dagster.build.make import MakeStep
 from fruix_dagster.build.markers import (LogScanner, Marker, marker_offsets, reported_seconds,
                                          stage_durations)
@@ -81,6 +82,8 @@ def run_step(
     (the step's processes are stopped on the guest first).
     """
     info = on_info or (lambda _msg: None)
+    if step.conf is not None:
+        write_conf(steps.transport, steps.build_root, step.conf)
     launch = steps.launch(step, force=force, busy_wait=busy_wait, on_wait=lambda why: info(f"waiting: {why}"))
     for w in launch.warnings:
         info(f"WARNING: {w}")

@@ -120,3 +120,10 @@ def require_development_environment(transport: Transport, **kwargs) -> DevEnvRep
             f"guest with enough space, found these missing:\n  - " + "\n  - ".join(report.problems)
             + "\nfix the guest (or set system = \"plain\" for a non-Fruix guest) and re-run")
     return report
+
+
+def needs_root(build_settings) -> bool:
+    """Staged installs chown and chflags (bsd.prog.mk), which needs root,
+    unless NO_ROOT is defined in a step's make variables (then a METALOG)."""
+    return not any(name == "NO_ROOT" for table in (build_settings.make_vars, build_settings.world_make_vars,
+                                                   build_settings.kernel_make_vars) for name, _ in table)

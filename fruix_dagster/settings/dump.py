@@ -18,7 +18,7 @@ from fruix_dagster.settings.messages import toml_key, toml_value
 from fruix_dagster.settings.model import Settings
 
 _SECTIONS = ("build", "source", "store", "slices", "schedule", "sensor", "history", "notify")
-_MAKE_VAR_FIELDS = {"make_vars", "kernel_make_vars", "world_make_vars"}
+_MAKE_VAR_FIELDS = {"make_vars", "kernel_make_vars", "world_make_vars", "src_env"}
 
 
 def _items(obj: Any) -> list[tuple[str, Any]]:

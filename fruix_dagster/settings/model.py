@@ -61,6 +61,35 @@ class BuildSettings(_Table):
     no_root_user: R.pattern(r"|(?!root$)[A-Za-z_][A-Za-z0-9_.-]{0,31}",
                             'must be a non-root user name on the guest ([A-Za-z_][A-Za-z0-9_.-]*, at most '
                             '32 characters) or "" to install as the SSH user') = ""
+    # The pinned build configuration (build/buildconf.py): each file's text,
+    # or a host file read when the build is planned; neither means an empty
+    # file (the build reads /dev/null, never the guest's /etc files).
+    make_conf: R.opt(R.ConfText) = None
+    make_conf_file: R.opt(R.HostPath) = None
+    src_conf: R.opt(R.ConfText) = None
+    src_conf_file: R.opt(R.HostPath) = None
+    src_env_conf: R.opt(R.ConfText) = None
+    src_env_conf_file: R.opt(R.HostPath) = None
+    #: environment-only knobs (WITH_META_MODE, ...): written into src-env.conf
+    src_env: R.MakeVarTable = ()
+
+    @model_validator(mode="after")
+    def _conf_text_or_file(self) -> BuildSettings:
+        for name in ("make_conf", "src_conf", "src_env_conf"):
+            if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
+                raise bad(f"cannot be set together with build.{name} (the file's text), got "
+                          f"{show(getattr(self, f'{name}_file'))}; give the text or a host file, not both",
+                          f".{name}_file")
+        return self
+
+    def build_conf(self):
+        """The contents of make.conf, src.conf and src-env.conf the build uses."""
+        from fruix_dagster.build.buildconf import resolve
+
+        return resolve(make_conf=self.make_conf, make_conf_file=self.make_conf_file,
+                       src_conf=self.src_conf, src_conf_file=self.src_conf_file,
+                       src_env_conf=self.src_env_conf, src_env_conf_file=self.src_env_conf_file,
+                       src_env=self.src_env)
 
     @model_validator(mode="after")
     def _clean_contradicts_without_clean(self) -> BuildSettings:

@@ -173,6 +173,18 @@ def text(expected: str) -> Any:
     return _rule(str, check)
 
 
+def _conf_text(v: Any) -> str:
+    """The text of a make.conf / src.conf / src-env.conf: any lines, no NUL or
+    other control characters than TAB and newline (make would see them)."""
+    s = string(v, "must be the file's text (a string)")
+    if re.search(r"[\x00-\x08\x0b-\x1f\x7f]", s):
+        raise expect("must be text without control characters other than TAB and newline", s)
+    return s
+
+
+ConfText = _rule(str, _conf_text)
+
+
 def _env_name(v: Any) -> str:
     expected = "must be the NAME of an environment variable ([A-Za-z_][A-Za-z0-9_]*)"
     if not _ENV_NAME.fullmatch(string(v, expected)):

@@ -225,10 +225,13 @@ for _d in $WORLD_LIBS $WORLD_PROGS; do
 done
 submake "$WORLDMK" libraries
 
-case $REL in
-15) build32 "stage 4.3.1" ;;
-14) build32 "stage 4.3" ;;
-esac
+# WITHOUT_LIB32 (src.conf) drops the lib32 stage (MK_LIB32=no, Makefile.libcompat).
+if ! is_defined WITHOUT_LIB32; then
+	case $REL in
+	15) build32 "stage 4.3.1" ;;
+	14) build32 "stage 4.3" ;;
+	esac
+fi
 
 if [ "$REL" = 13 ]; then
 	header "stage 4.3: building everything"
@@ -238,7 +241,9 @@ fi
 midpoint bin/cat/cat.c
 submake "$WORLDMK" everything
 
-[ "$REL" = 13 ] && build32 "stage 5.1"
+if [ "$REL" = 13 ] && ! is_defined WITHOUT_LIB32; then
+	build32 "stage 5.1"
+fi
 
 : >"$OBJTOP/.sample-world-built"
 # buildworld_epilogue

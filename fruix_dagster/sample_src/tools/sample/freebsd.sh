@@ -19,7 +19,54 @@ release_init() {
 	13 | 13.*) REL=13 ;;
 	*) die "SAMPLE_RELEASE must be 13, 14, 15 or main, not '$_rel'" ;;
 	esac
+	read_confs
 	mk_clean_init
+}
+
+# conf_assignments FILE: the "NAME=value", "NAME?=value", "NAME+=value"
+# lines of a make.conf-style file, as "NAME OP VALUE" (comments and
+# conditionals are not understood; the sample's files are plain).
+conf_assignments() {
+	[ -f "$1" ] || return 0
+	sed -n 's/^[ 	]*\([A-Za-z_][A-Za-z0-9_]*\)[ 	]*\([?+]*=\)[ 	]*\(.*\)$/\1 \2 \3/p' "$1"
+}
+
+# read_confs: the files share/mk reads before any target runs, in its
+# order: SRC_ENV_CONF (src.sys.env.mk, default /etc/src-env.conf),
+# __MAKE_CONF (sys.mk, /etc/make.conf), SRCCONF (src.sys.mk,
+# /etc/src.conf).  A knob assigned there is defined unless the command line
+# or environment defined it already (those win in make).  CFLAGS from
+# make.conf reach every compile.  src.conf may not set environment-only
+# options (src.sys.mk: __ENV_ONLY_OPTIONS).
+read_confs() {
+	_env_conf=${SRC_ENV_CONF-/etc/src-env.conf}
+	_make_conf=${__MAKE_CONF-/etc/make.conf}
+	_src_conf=${SRCCONF-/etc/src.conf}
+	for _f in "$_env_conf" "$_make_conf" "$_src_conf"; do
+		[ -n "$_f" ] || continue
+		_list=$(conf_assignments "$_f")
+		[ -n "$_list" ] || continue
+		while read -r _name _op _value; do
+			case $_name in
+			CFLAGS)
+				if [ "$_op" = "+=" ]; then CFLAGS="$CFLAGS $_value"; else CFLAGS=$_value; fi
+				continue ;;
+			WITH_META_MODE | WITHOUT_META_MODE | WITH_AUTO_OBJ | WITHOUT_AUTO_OBJ | \
+			    WITH_DIRDEPS_BUILD | WITHOUT_DIRDEPS_BUILD)
+				if [ "$_f" = "$_src_conf" ]; then
+					_opt=${_name#WITH_}
+					_opt=${_opt#OUT_}
+					MK_DIAG_FILE=share/mk/src.sys.mk mk_diag error 32 "Option $_opt may only be defined in $_env_conf, environment, or make argument, not $_src_conf."
+				fi ;;
+			esac
+			if ! is_defined "$_name"; then
+				eval "$_name=\$_value"
+				export "$_name"
+			fi
+		done <<EOF
+$_list
+EOF
+	done
 }
 
 # mk_diag KIND LINE MESSAGE: a .info/.warning/.error line of make[1] reading
@@ -30,10 +77,11 @@ release_init() {
 mk_diag() {
 	_what=
 	[ "$1" = warning ] && _what="warning: "
+	_mkfile=$SRCTOP/${MK_DIAG_FILE:-Makefile.inc1}
 	if [ "$REL" = 15 ]; then
-		echo "make[1]: $SRCTOP/Makefile.inc1:$2: $_what$3"
+		echo "make[1]: $_mkfile:$2: $_what$3"
 	else
-		echo "make[1]: \"$SRCTOP/Makefile.inc1\" line $2: $_what$3"
+		echo "make[1]: \"$_mkfile\" line $2: $_what$3"
 	fi
 	if [ "$1" = error ]; then
 		printf '\nmake[1]: stopped in %s\n' "$SRCTOP"
