@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="materialize the build graph for targets, in this process")
     p.add_argument("--target", help="one target (default: every target, one run each)")
     p.add_argument("--select", action="append", choices=NAMES, help="only these assets (repeatable)")
-    p.add_argument("--clean", action="store_true", help="clean build (no WITHOUT_CLEAN)")
+    p.add_argument("--clean", action="store_true", help="clean build (WITH_CLEAN=yes instead of WITHOUT_CLEAN=yes)")
     p.add_argument("--force", action="store_true", help="re-run make steps even if reusable")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="console log level of the run (default INFO: '>>>' markers and steps)")

@@ -18,7 +18,7 @@ from fruix_dagster.settings import Settings, load_settings
 class BuildOptions(dg.ConfigurableResource):
     """Per-run build options, set in the launchpad or with ``fruix-dagster build``.
 
-    ``clean`` forces a clean build (no ``WITHOUT_CLEAN``); ``force`` re-runs
+    ``clean`` forces a clean build (``WITH_CLEAN=yes``, not ``WITHOUT_CLEAN=yes``); ``force`` re-runs
     make steps even when a finished step with the same fingerprint exists.
     Run config: ``{"resources": {"build_options": {"config": {"clean": true}}}}``, or the
     run tags ``fruix/clean=true`` / ``fruix/force=true`` (backfills carry tags, not config).
