@@ -26,7 +26,7 @@ from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.defs.results import (DEVENV_CHECK, build_result, devenv_check, required_checks,
                                         source_result, stage_metadata, tree_result)
 from fruix_dagster.defs.steps import build_kernel, expect_upstream, run_make
-from fruix_dagster.fruix.devenv import check_development_environment
+from fruix_dagster.fruix.devenv import check_development_environment, needs_root
 from fruix_dagster.fruix.source import resolve_source
 from fruix_dagster.graph import (ARTIFACTS, CODE_VERSIONS, GROUP, REQUIRED_FILES, SLICES, SOURCE_ASSET,
                                  check_name, spec)
@@ -65,12 +65,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefin
     def freebsd_source(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
         run = BuildRun.of(context, fruix)
         b = run.settings.build
+        src = resolve_source(run.session.transport, run.settings.source)
         devenv = check_development_environment(
             run.session.transport, system=run.session.guest.system, build_root=b.build_root,
-            min_free_gib=b.min_free_gib, make=b.make)
+            min_free_gib=b.min_free_gib, make=b.make, source_root=src.source_root,
+            need_root=needs_root(b), meta_mode=b.build_conf().meta_mode)
         for problem in devenv.problems:
             context.log.error(f"development environment: missing {problem}")
-        src = resolve_source(run.session.transport, run.settings.source)
         return source_result(run, src, devenv)
 
     @asset("world_build")

@@ -27,8 +27,9 @@ def required_checks(asset: str) -> list[dg.AssetCheckSpec]:
 def devenv_check() -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         DEVENV_CHECK, asset=SOURCE_ASSET, blocking=True,
-        description="The guest is a development-enabled Fruix system with cc, make, "
-                    "ld, tar and enough free space in the build root")
+        description="The guest is a development-enabled Fruix system with cc, c++, ld and tar "
+                    "on the build's PATH, a usable make, root (unless NO_ROOT), filemon with "
+                    "META_MODE, a sane clock and enough free space in the build root")
 
 
 def _is_nonempty_file(manifest: Manifest, path: str) -> bool:
@@ -51,11 +52,14 @@ def source_result(run: BuildRun, src: SourceStore, devenv: DevEnvReport) -> dg.M
 def build_result(run: BuildRun, outcome: StepOutcome, extra: dict[str, Any] | None = None
                  ) -> dg.MaterializeResult:
     """A build step's metadata; its data version is the step's fingerprint."""
+    # From the guest's step record: a reused step reports the run that built it.
+    jobs = outcome.build_jobs
     meta: dict[str, Any] = {
-        "build_jobs": run.settings.build.jobs,
+        "build_jobs": jobs if jobs is not None else 1,
         "duration_s": float(outcome.duration_s),
         "log_path": dg.MetadataValue.path(outcome.log_path),
-        "make_command": outcome.step.command,
+        "make_command": outcome.command,
+        "make_reported_s": outcome.make_seconds if outcome.make_seconds is not None else -1,
         "step_fingerprint": outcome.step.fingerprint,
         "step_action": outcome.launch.action,
         "stage_seconds": dg.MetadataValue.json(outcome.stage_seconds),
@@ -69,7 +73,10 @@ def stage_metadata(run: BuildRun, outcomes: list[StepOutcome], guest_dir: str) -
     """What a stage records about the install steps that made it."""
     return {"step_fingerprint": outcomes[-1].step.fingerprint,
             "duration_s": sum(o.duration_s for o in outcomes),
-            "make_command": "\n".join(o.step.command for o in outcomes),
+            "stage_seconds": dg.MetadataValue.json(
+                {k: v for o in outcomes for k, v in o.stage_seconds.items()}),
+            "make_reported_s": sum(o.make_seconds or 0 for o in outcomes),
+            "make_command": "\n".join(o.command for o in outcomes),
             "guest_path": guest_dir, "guest": run.session.guest.name}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import dagster as dg
+
 from fruix_dagster.build import kernfast
 from fruix_dagster.build.eta import Eta
 from fruix_dagster.build.make import BuildPlan
@@ -11,7 +13,8 @@ from fruix_dagster.build.markers import Marker
 from fruix_dagster.build.run import Limits, StepOutcome, run_step
 from fruix_dagster.defs.build_run import BuildRun
 from fruix_dagster.defs.records import recent
-from fruix_dagster.errors import FruixError
+from fruix_dagster.build.triage import Triage
+from fruix_dagster.errors import BuildError, FruixError
 from fruix_dagster.guest.hashing import guest_sha256
 
 #: how many recent materializations are searched for builds that ran make
@@ -46,15 +49,28 @@ def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str 
         log.info(f"{step_name}: expected to take about {eta.total:.0f} s "
                  f"(median of the last {eta.samples} builds of {run.target.name})")
 
+    seen: dict[str, int] = {}
+
     def marker(m: Marker, elapsed: int | None) -> None:
-        log.info(f"{m.text}   [{eta.describe(m.label, elapsed)}]" if elapsed is not None else m.text)
+        # the same keys as build.markers.marker_offsets: a repeated line is "label (N)"
+        seen[m.label] = seen.get(m.label, 0) + 1
+        key = m.label if seen[m.label] == 1 else f"{m.label} ({seen[m.label]})"
+        log.info(f"{m.text}   [{eta.describe(key, elapsed)}]" if elapsed is not None else m.text)
 
     limit = b.timeout_hours * 3600
-    return run_step(
-        run.session.steps, plan.steps[step_name],
-        limits=Limits(timeout_s=limit, silent_s=b.silent_timeout_minutes * 60),
-        on_marker=marker, on_info=log.info, force=run.options.force, busy_wait=limit,
-    )
+    try:
+        return run_step(
+            run.session.steps, plan.steps[step_name],
+            limits=Limits(timeout_s=limit, silent_s=b.silent_timeout_minutes * 60),
+            on_marker=marker, on_info=log.info, force=run.options.force, busy_wait=limit,
+        )
+    except BuildError as exc:
+        if not isinstance(exc.triage, Triage):
+            raise
+        # The failure event carries the triage (build/triage.py), so the UI shows it.
+        raise dg.Failure(description=str(exc), metadata={
+            "step": step_name, **exc.triage.metadata(),
+            "log_path": dg.MetadataValue.path(exc.triage.log_path)}) from exc
 
 
 def build_kernel(run: BuildRun, plan: BuildPlan) -> tuple[StepOutcome, dict[str, Any]]:
