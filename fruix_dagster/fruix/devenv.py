@@ -124,6 +124,9 @@ def require_development_environment(transport: Transport, **kwargs) -> DevEnvRep
 
 def needs_root(build_settings) -> bool:
     """Staged installs chown and chflags (bsd.prog.mk), which needs root,
-    unless NO_ROOT is defined in a step's make variables (then a METALOG)."""
+    unless they run with NO_ROOT (then a METALOG): ``no_root_user`` or NO_ROOT
+    in a step's make variables."""
+    if getattr(build_settings, "no_root_user", ""):
+        return False
     return not any(name == "NO_ROOT" for table in (build_settings.make_vars, build_settings.world_make_vars,
                                                    build_settings.kernel_make_vars) for name, _ in table)
