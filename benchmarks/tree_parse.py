@@ -24,6 +24,16 @@ baseline/current 3.21s/3.10s = 1.04x (bsdtar pipe), 1.45s/1.23s = 1.17x (in
 memory), 0.47s/0.33s = 1.42x (headers only); best runs 2.38/1.41, 0.82/0.77,
 0.23/0.22 s.  No regression; the noise hides any difference either way.
 
+Recorded 2026-12-01, owners/groups/ids/flags added to every member and manifest
+entry (``tarowner``; ``--runs 7 --baseline ff98771``, 400 MB / 20k files, load
+average far above 2): medians baseline/current 13.96s/8.01s = 1.74x (bsdtar
+pipe, runs 4-36 s: noise), 1.37s/1.08s = 1.26x (in memory), 0.40s/0.34s =
+1.19x (headers only; best runs 0.33/0.23 s).  A first version that parsed the
+owner fields of every header anew measured 0.78s/1.18s = 0.66x headers-only;
+caching the reading per distinct owner bytes (a world has a handful) removed
+that cost.  The worker compares baseline and current on the entries' content
+(path, type, mode, size, sha256, link), since the digest now covers owners.
+
 Usage: .venv/bin/python benchmarks/tree_parse.py [--mb 600] [--files 20000] [--runs 3] [--dir D] [--keep]
                                                  [--baseline REV]
 """
