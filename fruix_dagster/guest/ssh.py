@@ -261,7 +261,7 @@ class SshTransport(Transport):
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise TransportError(f"{self.description}: connection lost running `{argv[0]}`: {exc}") from exc
         finally:
-            chan.close()
+            _close_quietly(chan)
 
     def _exit_status(self, chan: paramiko.Channel, argv: Sequence[str]) -> int:
         if not chan.status_event.wait(self.io_timeout):
@@ -291,7 +291,16 @@ class SshTransport(Transport):
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise TransportError(f"{self.description}: connection lost streaming `{argv[0]}`: {exc}") from exc
         finally:
-            chan.close()
+            _close_quietly(chan)
+
+
+def _close_quietly(chan: paramiko.Channel) -> None:
+    """Close a channel whose connection may be dead: paramiko then raises a bare
+    EOFError from close(), which would replace the TransportError being raised."""
+    try:
+        chan.close()
+    except (paramiko.SSHException, EOFError, OSError):
+        pass
 
 
 class _ChannelReader:
