@@ -144,3 +144,18 @@ def test_a_connection_killed_mid_collection_is_retried_and_stored_once(ssh_guest
     tree = stored(sb, "world_stage")
     assert tree.manifest.get(b"usr/share/sample/filler").size == 400 << 20
     assert (tree.tree / "usr/share/sample/filler").stat().st_size == 400 << 20
+
+
+def test_rebuild_check_stages_as_the_no_root_user_too(ssh_guest, tmp_path, monkeypatch, capsys):
+    sb = make_ssh_build(tmp_path, ssh_guest, build={"jobs": 2, "min_free_gib": 0.5, "no_root_user": "nobody"})
+    monkeypatch.setenv("DAGSTER_HOME", sb.instance.root_directory)
+    monkeypatch.setenv("FRUIX_CONFIG", str(sb.settings_path))
+    rc = cli.main(["rebuild-check", "--target", "amd64", "--log-level", "WARNING"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.splitlines()[-1] == "rebuild_check=identical"
+    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("#"))
+    world = ArtifactStore(Path(values["world_stage_a"]).parent.parent).open(values["world_stage_a"])
+    shutdown = world.manifest.get(b"sbin/shutdown")
+    assert (shutdown.uname, shutdown.gname, shutdown.mode) == ("root", "operator", 0o4554)  # from the METALOG
+    assert world.manifest.get(b"usr/bin/su").flags == "schg"

@@ -28,7 +28,7 @@ from fruix_dagster.errors import GuestError
 from fruix_dagster.fruix.source import resolve_source
 from fruix_dagster.graph import SLICES, STAGES, spec
 from fruix_dagster.guest.detached import DetachedSteps
-from fruix_dagster.guest.fence import check_build_root, remove_tree
+from fruix_dagster.guest.fence import check_build_root, prepare_no_root_stage, remove_tree
 from fruix_dagster.history.compare import RebuildResult, compare
 from fruix_dagster.session import GuestSession
 from fruix_dagster.settings import Settings
@@ -73,6 +73,11 @@ def rebuild_check(settings: Settings, target_name: str, *, session: GuestSession
             _refuse_busy(transport, root)
             for sub in ("obj", *(spec(asset).stage_dir for asset in STAGES)):
                 remove_tree(transport, root, f"{root}/{sub}")
+            for asset in STAGES:  # NO_ROOT stages: a fresh METALOG, stage and METALOG owned by the user
+                stage_dir = f"{root}/{spec(asset).stage_dir}"
+                remove_tree(transport, root, plan.metalog(stage_dir))
+                if plan.no_root_user:
+                    prepare_no_root_stage(transport, root, stage_dir, plan.metalog(stage_dir), plan.no_root_user)
             started = time.monotonic()
             _build(session, plan, limits, log, side)
             seconds.append(time.monotonic() - started)
@@ -81,8 +86,11 @@ def rebuild_check(settings: Settings, target_name: str, *, session: GuestSession
                 remove_entry(old["path"])
             for asset in STAGES:
                 guest_dir = f"{plan.build_root}/{spec(asset).stage_dir}"
+                no_root = bool(plan.no_root_user)
                 tree: StoredTree = store.collect(transport, guest_dir, asset=asset, target=target_name,
-                                                 key_files=settings.slices.key_files)
+                                                 key_files=settings.slices.key_files,
+                                                 metalog=plan.metalog(guest_dir) if no_root else None,
+                                                 id_etc=f"{plan.source_root}/etc" if no_root else None)
                 manifests[asset].append(tree.manifest)
                 stored[asset].append(str(tree.tree))
                 log(f"build {side}: {asset} collected into {tree.path} ({tree.digest[:16]}…)")
