@@ -117,3 +117,35 @@ def test_detached_step_survives_a_killed_connection(ssh_guest):
             time.sleep(0.2)
         status, log = steps.poll(launch.step_dir, 0)
         assert (status.exit_status, log) == (0, b"start\nend\n")
+
+
+def test_a_connection_lost_during_login_is_retried_not_called_a_refused_key(ssh_guest, monkeypatch):
+    """The real sshd's connection dies in the middle of public-key login (as when the
+    guest's network drops or a test kills connections): paramiko says
+    "Authentication failed: transport shut down or saw EOF". That is a lost
+    connection, retried like any other, not "key … was refused"."""
+    import paramiko.auth_handler
+
+    real = paramiko.auth_handler.AuthHandler.wait_for_response
+    cut = []
+
+    def cut_while_waiting_once(self, event):
+        if not cut:
+            cut.append(True)
+            # The login request is on its way; the TCP connection to the real sshd
+            # goes away before its answer arrives.
+            self.transport.sock.shutdown(2)
+        return real(self, event)
+
+    monkeypatch.setattr(paramiko.auth_handler.AuthHandler, "wait_for_response", cut_while_waiting_once)
+    with transport_for(ssh_guest, retries=2) as t:
+        t.connect()
+        assert t.run(["echo", "in"]).stdout == b"in\n"
+    assert cut == [True]
+    # A key the guest does not accept is still one clear refusal, not retried.
+    monkeypatch.setattr(paramiko.auth_handler.AuthHandler, "wait_for_response", real)
+    other = ssh_guest.state_dir / "other_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    with pytest.raises(GuestError, match="was refused"):
+        with transport_for(ssh_guest, private_key=str(other)) as t:
+            t.connect()

@@ -150,6 +150,11 @@ class SshTransport(Transport):
                 if t.is_authenticated():
                     return
             except paramiko.AuthenticationException as exc:
+                if not t.is_active():
+                    # The connection died during login ("transport shut down or saw
+                    # EOF"): a transport failure, retried like any other drop, not a
+                    # refused key.
+                    raise
                 errors.append(f"key {self.private_key} ({pkey.fingerprint}) was refused: {exc}")
         if self.password_env:
             password = self.environ.get(self.password_env)
@@ -161,6 +166,8 @@ class SshTransport(Transport):
                     if t.is_authenticated():
                         return
                 except paramiko.AuthenticationException:
+                    if not t.is_active():
+                        raise  # died during login: a transport failure (see above)
                     errors.append(f"the password from {self.password_env} was refused")
         raise GuestError(
             f"{self.description}: expected to log in as {self.user}, but "
