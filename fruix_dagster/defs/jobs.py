@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from fruix_dagster.defs.coordinator import GUEST_TAG  # noqa: F401  (the run queue's key; re-exported)
 from fruix_dagster.graph import GROUP
 from fruix_dagster.settings import Settings
 
 BUILD_JOB = "build_target"
-GUEST_TAG = "fruix/guest"
 
 
 def run_tags(settings: Settings, target: str) -> dict[str, str]:
