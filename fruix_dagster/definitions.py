@@ -21,7 +21,7 @@ def make_definitions(settings: Settings) -> dg.Definitions:
     build = build_job(settings, partitions)
     summary = summary_job(settings)
     return dg.Definitions(
-        assets=[*build_assets(partitions), *history_assets(partitions)],
+        assets=[*build_assets(partitions, settings), *history_assets(partitions, settings)],
         asset_checks=history_checks(partitions),
         jobs=[build, refresh_history, rebuild_check_job(), summary],
         schedules=[nightly_schedule(settings), *summary_schedules(settings, summary)],

@@ -9,9 +9,11 @@ reproducible.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
+import re
 import struct
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pandas as pd
 import pytest
 
 from fruix_dagster.defs.assets import CODE_VERSIONS
+from fruix_dagster.defs.view import code_version
 from fruix_dagster.defs.history import HISTORY_ASSET, HISTORY_JOB, load_history
 from fruix_dagster.history.publish import chart_series
 from tests.conftest import LocalBuild, make_local_build
@@ -89,7 +92,8 @@ def test_frame_rows_equal_recorded_metadata(built):
                 assert row[col] == meta[col], (where, col)
             else:
                 assert pd.isna(row[col]), (where, col)
-        assert row["code_version"] == CODE_VERSIONS[exp["asset"]] == exp["tags"]["dagster/code_version"]
+        assert row["code_version"] == code_version(lb.settings, exp["asset"], CODE_VERSIONS[exp["asset"]]) \
+            == exp["tags"]["dagster/code_version"]
         # lineage: the same source for every row; a stage's build time from its run's build
         assert row["source_store"] == src
         assert row["store_hash"] == run_metadata(inst, "freebsd_source", exp["run_id"])["store_hash"]
@@ -134,32 +138,37 @@ def test_history_checks_ran_in_every_build_and_passed(built):
     assert ev.metadata["same_build_materializations"].value == 1
 
 
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
+def png_size(path: Path | bytes) -> tuple[int, int]:
+    data = path if isinstance(path, bytes) else path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert data[12:16] == b"IHDR"
     assert data[-8:-4] == b"IEND"
     return struct.unpack(">II", data[16:24])
 
 
-def test_build_history_asset_publishes_files_chart_and_markdown(built):
+def test_build_history_asset_publishes_files_chart_and_table(built):
     lb, results = built
     job = lb.defs().resolve_job_def(HISTORY_JOB)
     assert job.execute_in_process(instance=lb.instance, partition_key="amd64").success
     rec = lb.instance.fetch_materializations(dg.AssetKey(HISTORY_ASSET), limit=1).records[0]
-    meta = {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
+    raw = rec.asset_materialization.metadata
+    meta = {k: getattr(v, "value", v) for k, v in raw.items()}
     out = lb.tmp / "store" / "history" / "amd64"
     assert meta["parquet"] == str(out / "history.parquet")
-    assert meta["rows"] == 8
+    assert meta["rows"] == 8 == meta["dagster/row_count"]
     frame = load_history(lb.instance, ["amd64"], key_files=lb.settings.slices.key_files)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "history.parquet"), frame)
     csv = pd.read_csv(out / "history.csv")
     assert list(csv["tree_sha256"]) == list(frame["tree_sha256"])
     assert list(csv["size_bytes"]) == list(frame["size_bytes"])
     # a real PNG of a plausible size: the 11 × 7.5 in figure at 100 dpi
-    png = Path(meta["chart"])
+    png = Path(meta["chart_path"])
     assert png_size(png) == (1100, 750)
     assert 20_000 < png.stat().st_size < 1_000_000
+    # the same chart inline (a Markdown image with a PNG data URI), smaller: 8 × 5 in at 72 dpi
+    m = re.fullmatch(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", meta["chart"])
+    assert m, meta["chart"][:100]
+    assert png_size(base64.b64decode(m.group(1))) == (576, 360)
     # what the chart plots is the frame: MB and minutes, one series per artifact
     series = chart_series(frame)
     assert set(series["size_mb"]) == set(ARTIFACTS)
@@ -172,13 +181,14 @@ def test_build_history_asset_publishes_files_chart_and_markdown(built):
         rows = frame[frame["asset"] == asset]
         assert list(series["duration_min"][asset]["value"]) == pytest.approx(
             [(b + d) / 60 for b, d in zip(rows["build_duration_s"], rows["duration_s"])])
-    # the Markdown table: the two amd64 builds, newest first, sizes in MB
-    md = meta["last_builds"]
-    lines = [line for line in md.splitlines() if line.startswith("| 20")]
-    assert [line.split("|")[2].strip(" `") for line in lines] == [
+    # the table: the two amd64 builds, newest first, sizes in MB, with a schema
+    table = raw["last_builds"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [c.name for c in table.schema.columns][:3] == ["finished", "run", "world_stage_mb"]
+    assert [r.data["run"] for r in table.records] == [
         results["amd64-2"].run_id[:8], results["amd64-1"].run_id[:8]]
     world = frame[frame["asset"] == "world_stage"].iloc[-1]
-    assert f"{world['size_bytes'] / 1e6:,.2f}" == lines[0].split("|")[3].strip()
+    assert table.records[0].data["world_stage_mb"] == round(world["size_bytes"] / 1e6, 3)
 
 
 def run_cli(monkeypatch, capsys, lb: LocalBuild, *argv: str) -> tuple[int, str, str]:

@@ -12,6 +12,7 @@ from fruix_dagster.build.buildconf import write_conf
 from fruix_dagster.build.make import MakeStep
 from fruix_dagster.build.markers import (LogScanner, Marker, marker_offsets, reported_seconds,
                                          stage_durations)
+from fruix_dagster.build.output import COPY_CHUNK, LiveLog, StepOutput, copy_log
 from fruix_dagster.build.triage import Triage
 from fruix_dagster.errors import BuildError, StepTimeout
 from fruix_dagster.guest.detached import DetachedSteps, Launch
@@ -32,6 +33,8 @@ class StepOutcome:
     recorded_command: str = ""
     #: what make printed as its own duration ("World built in N seconds")
     make_seconds: int | None = None
+    #: the full log's copy on the host (None without a LiveLog)
+    host_log_path: str | None = None
 
     @property
     def command(self) -> str:
@@ -74,8 +77,13 @@ def run_step(
     on_info: Callable[[str], None] | None = None,
     busy_wait: float = 0.0,
     force: bool = False,
+    live: LiveLog | None = None,
 ) -> StepOutcome:
     """Start (or attach to, or reuse) the step and follow its log to the end.
+
+    With ``live``, every chunk read goes to the host copy of the log and to
+    the live stream (capped); a reused step's log is copied once if the host
+    has no copy yet.
 
     Raises BuildError with the exit status, the first error lines and the
     last 40 log lines when the step fails; StepTimeout when a limit is hit
@@ -90,10 +98,26 @@ def run_step(
     info(f"{step.name}: {launch.action} in {launch.step_dir}")
     scanner = LogScanner()
     offset = 0
+    host_log = None
     if launch.action == "reused":
         status, _ = steps.poll(launch.step_dir, 0, 0)
+        if live is not None:
+            host_log = str(copy_log(lambda off, n: steps.poll(launch.step_dir, off, n)[1], live.host_log))
     else:
-        status = _follow(steps, launch, step, scanner, limits, on_marker)
+        out = live.open(f"===== {step.name}: {launch.action} in {launch.step_dir}\n"
+                        f"===== {step.command}\n") if live is not None else None
+        try:
+            status = _follow(steps, launch, step, scanner, limits, on_marker, out)
+        except StepTimeout:
+            if out is not None:
+                out.close()   # the step was stopped: its log is complete
+            raise
+        except BaseException:
+            if out is not None:
+                out.abandon()
+            raise
+        if out is not None:
+            host_log = str(out.close())
         offset = scanner.bytes_seen
     started, finished = steps.read_times(launch.step_dir)
     duration = float(finished - started) if started is not None and finished is not None else 0.0
@@ -101,7 +125,7 @@ def run_step(
     outcome = StepOutcome(step, launch, status.exit_status if status.exit_status is not None else -1,
                           duration, stage_durations(marks, finished), offset,
                           marker_offsets(marks, started), steps.read_command(launch.step_dir),
-                          reported_seconds(marks))
+                          reported_seconds(marks), host_log)
     if status.state == "vanished" or outcome.exit_status != 0:
         if scanner.bytes_seen < status.log_size:
             # The first error may be far from the end: read the whole log,
@@ -120,13 +144,16 @@ def run_step(
 
 
 def _follow(steps: DetachedSteps, launch: Launch, step: MakeStep, scanner: LogScanner,
-            limits: Limits, on_marker: Callable[[Marker, int | None], None] | None):
+            limits: Limits, on_marker: Callable[[Marker, int | None], None] | None,
+            out: StepOutput | None = None):
     offset = 0
     interval = 0.05
     last_growth = time.monotonic()
     while True:
-        status, data = steps.poll(launch.step_dir, offset)
+        status, data = steps.poll(launch.step_dir, offset, COPY_CHUNK)
         if data:
+            if out is not None:
+                out.write(data)
             offset += len(data)
             last_growth = time.monotonic()
             for marker in scanner.feed(data):
@@ -148,6 +175,8 @@ def _follow(steps: DetachedSteps, launch: Launch, step: MakeStep, scanner: LogSc
         if why:
             steps.kill(launch.step_dir)
             _, rest = steps.poll(launch.step_dir, offset)
+            if out is not None:
+                out.write(rest)
             scanner.feed(rest)
             scanner.finish()
             triage = scanner.triage(launch.log_path, None)

@@ -31,6 +31,8 @@ from fruix_dagster.fruix.source import resolve_source
 from fruix_dagster.graph import (ARTIFACTS, CODE_VERSIONS, GROUP, REQUIRED_FILES, SLICES, SOURCE_ASSET,
                                  check_name, spec)
 from fruix_dagster.guest.fence import prepare_no_root_stage, remove_tree
+from fruix_dagster.defs.view import asset_view, code_version
+from fruix_dagster.settings import Settings, load_settings
 
 __all__ = ["ARTIFACTS", "CODE_VERSIONS", "DEVENV_CHECK", "GROUP", "REQUIRED_FILES", "BuildRun",
            "build_assets", "check_name", "stage"]
@@ -54,12 +56,17 @@ def stage(run: BuildRun, asset: str) -> dg.MaterializeResult:
     return tree_result(run, stored, asset, {**stage_metadata(run, outcomes, stage_dir), **root_size})
 
 
-def build_assets(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetsDefinition]:
+def build_assets(partitions: dg.PartitionsDefinition,
+                 settings: Settings | None = None) -> Sequence[dg.AssetsDefinition]:
+    settings = settings or load_settings()
+
     def asset(name: str, **kw):
+        """code_version with the output-changing settings folded in; kinds, owners, tags (defs/view.py)."""
         s = spec(name)
-        return dg.asset(name=name, deps=list(s.deps), code_version=CODE_VERSIONS[name],
+        return dg.asset(name=name, deps=list(s.deps), code_version=code_version(settings, name, CODE_VERSIONS[name]),
                         partitions_def=partitions, group_name=GROUP, description=s.description,
-                        check_specs=required_checks(name) + kw.pop("check_specs", []), **kw)
+                        check_specs=required_checks(name) + kw.pop("check_specs", []),
+                        **asset_view(settings, name), **kw)
 
     @asset(SOURCE_ASSET, check_specs=[devenv_check()])
     def freebsd_source(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:

@@ -26,9 +26,10 @@ import pandas as pd
 
 from fruix_dagster.defs.resources import FruixResource
 from fruix_dagster.graph import spec
+from fruix_dagster.settings import Settings, load_settings
 from fruix_dagster.history.checks import CheckOutcome, reproducible, size_regression
 from fruix_dagster.history.frame import ARTIFACTS, BUILD_OF, SOURCE, history_frame, keep_row_fields
-from fruix_dagster.history.publish import markdown_last_builds, write_history
+from fruix_dagster.history.publish import LABELS, STAGES, builds, write_history
 from fruix_dagster.notify.summary import summary_markdown
 
 HISTORY_ASSET = "build_history"
@@ -95,10 +96,14 @@ def load_history(instance: dg.DagsterInstance, targets: Sequence[str] | None = N
 # --------------------------------------------------------------------------- the asset
 
 
-def history_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def history_assets(partitions: dg.PartitionsDefinition, settings: Settings | None = None
+                   ) -> list[dg.AssetsDefinition]:
+    from fruix_dagster.defs.view import asset_view
+
     @dg.asset(
         name=HISTORY_ASSET, partitions_def=partitions, group_name=HISTORY_GROUP,
         deps=list(ARTIFACTS), code_version=HISTORY_CODE_VERSION,
+        **asset_view(settings or load_settings(), HISTORY_ASSET),
         description="Every past materialization of the stages and slices of this target: "
                     "<store.root>/history/<target>/history.parquet, history.csv, and history.png "
                     "(size in MB and build time in minutes over time, one line per artifact).")
@@ -111,12 +116,16 @@ def history_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinit
         out_dir = Path(settings.store.root) / "history" / target
         published = write_history(frame, out_dir, target=target)
         context.log.info(f"history of {target}: {published.rows} materializations → {out_dir}")
+        from fruix_dagster.defs.view import inline_chart
+
         meta: dict[str, Any] = {
             "rows": published.rows,
+            "dagster/row_count": published.rows,
             "parquet": dg.MetadataValue.path(str(published.parquet)),
             "csv": dg.MetadataValue.path(str(published.csv)),
-            "chart": dg.MetadataValue.path(str(published.png)),
-            "last_builds": dg.MetadataValue.md(markdown_last_builds(frame, 10)),
+            "chart_path": dg.MetadataValue.path(str(published.png)),
+            "chart": inline_chart(frame, title=f"build history — target {target}"),
+            "last_builds": last_builds_by_build(frame, 10),
             # the summary mail's row for this target (the same text, see defs/notify.py)
             "summary": dg.MetadataValue.md(summary_markdown([target], run_facts(context.instance, [target]),
                                                             frame, settings.notify.ui_url)[1]),
@@ -127,6 +136,27 @@ def history_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinit
         return dg.MaterializeResult(metadata=meta)
 
     return [build_history]
+
+
+def last_builds_by_build(frame: pd.DataFrame, n: int) -> dg.TableMetadataValue:
+    """The last ``n`` builds (runs), newest first: size of each artifact, stage minutes."""
+    cols = [dg.TableColumn("finished", "string", description="UTC"), dg.TableColumn("run", "string")]
+    cols += [dg.TableColumn(f"{a}_mb", "float", description=f"{LABELS[a]}, 10⁶ bytes") for a in ARTIFACTS]
+    cols += [dg.TableColumn(f"{a}_min", "float", description=f"{LABELS[a]}: build + install minutes")
+             for a in STAGES]
+    rows = []
+    all_builds = builds(frame)
+    for _, r in all_builds.tail(n).iloc[::-1].iterrows():
+        rec: dict[str, Any] = {"finished": f"{r['time']:%Y-%m-%d %H:%M:%S}",
+                               "run": "runless" if str(r["build"]).startswith("runless-") else str(r["run_id"])[:8]}
+        for a in ARTIFACTS:
+            v = r.get(f"size:{a}")
+            rec[f"{a}_mb"] = None if v is None or pd.isna(v) else round(float(v) / 1e6, 3)
+        for a in STAGES:
+            v = r.get(f"minutes:{a}")
+            rec[f"{a}_min"] = None if v is None or pd.isna(v) else round(float(v), 2)
+        rows.append(dg.TableRecord(rec))
+    return dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=cols))
 
 
 # --------------------------------------------------------------------------- the checks

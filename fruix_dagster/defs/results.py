@@ -10,7 +10,8 @@ from fruix_dagster.build.run import StepOutcome
 from fruix_dagster.defs.build_run import BuildRun
 from fruix_dagster.fruix.devenv import DevEnvReport
 from fruix_dagster.fruix.source import SourceStore
-from fruix_dagster.graph import REQUIRED_FILES, SOURCE_ASSET, check_name
+from fruix_dagster.defs.view import code_version, current_row, inline_chart, last_builds_table
+from fruix_dagster.graph import CODE_VERSIONS, REQUIRED_FILES, SOURCE_ASSET, check_name
 from fruix_dagster.store import StoredTree
 from fruix_dagster.tree.manifest import Manifest
 
@@ -57,7 +58,8 @@ def build_result(run: BuildRun, outcome: StepOutcome, extra: dict[str, Any] | No
     meta: dict[str, Any] = {
         "build_jobs": jobs if jobs is not None else 1,
         "duration_s": float(outcome.duration_s),
-        "log_path": dg.MetadataValue.path(outcome.log_path),
+        "log_path": dg.MetadataValue.path(outcome.host_log_path or outcome.log_path),
+        "guest_log_path": outcome.log_path,
         "make_command": outcome.command,
         "make_reported_s": outcome.make_seconds if outcome.make_seconds is not None else -1,
         "step_fingerprint": outcome.step.fingerprint,
@@ -77,7 +79,24 @@ def stage_metadata(run: BuildRun, outcomes: list[StepOutcome], guest_dir: str) -
                 {k: v for o in outcomes for k, v in o.stage_seconds.items()}),
             "make_reported_s": sum(o.make_seconds or 0 for o in outcomes),
             "make_command": "\n".join(o.command for o in outcomes),
-            "guest_path": guest_dir, "guest": run.session.guest.name}
+            "guest_path": guest_dir, "guest": run.session.guest.name,
+            **{f"log_path:{o.step.name}": dg.MetadataValue.path(o.host_log_path or o.log_path)
+               for o in outcomes}}
+
+
+def history_view(run: BuildRun, asset: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """This artifact's size and build time so far (this materialization included): an inline
+    chart and the last builds as a table."""
+    from fruix_dagster.defs.history import input_assets, iter_rows
+    from fruix_dagster.history.frame import history_frame
+
+    version = code_version(run.settings, asset, CODE_VERSIONS[asset])
+    rows = [*iter_rows(run.context.instance, input_assets([asset]), [run.target.name]),
+            current_row(asset, run.target.name, run.context.run_id, meta, version)]
+    frame = history_frame(rows, key_files=run.settings.slices.key_files)
+    frame = frame[frame["asset"] == asset]
+    return {"history_chart": inline_chart(frame, title=f"{asset} — target {run.target.name}"),
+            "last_builds": last_builds_table(frame)}
 
 
 def tree_result(run: BuildRun, stored: StoredTree, asset: str,
@@ -97,6 +116,7 @@ def tree_result(run: BuildRun, stored: StoredTree, asset: str,
         if entry is not None and entry.sha256:
             meta[f"sha256:{key}"] = entry.sha256
     meta.update(extra or {})
+    meta.update(history_view(run, asset, meta))
     checks = [
         dg.AssetCheckResult(
             check_name=check_name(required),

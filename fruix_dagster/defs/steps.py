@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from typing import Any
 
 import dagster as dg
@@ -10,6 +12,7 @@ from fruix_dagster.build import kernfast
 from fruix_dagster.build.eta import Eta
 from fruix_dagster.build.make import BuildPlan
 from fruix_dagster.build.markers import Marker
+from fruix_dagster.build.output import LiveLog, host_log_path
 from fruix_dagster.build.run import Limits, StepOutcome, run_step
 from fruix_dagster.defs.build_run import BuildRun
 from fruix_dagster.defs.records import recent
@@ -58,11 +61,16 @@ def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str 
         log.info(f"{m.text}   [{eta.describe(key, elapsed)}]" if elapsed is not None else m.text)
 
     limit = b.timeout_hours * 3600
+    step = plan.steps[step_name]
+    # make output: the full log to the host next to the artifacts, and live (capped, in the
+    # chunks the follower reads) to the run's captured stdout — never one log event per line
+    live = LiveLog(host_log_path(run.settings.store.root, run.target.name, step.dirname),
+                   live_stream(), int(b.stdout_max_mib * (1 << 20)))
     try:
         return run_step(
-            run.session.steps, plan.steps[step_name],
+            run.session.steps, step,
             limits=Limits(timeout_s=limit, silent_s=b.silent_timeout_minutes * 60),
-            on_marker=marker, on_info=log.info, force=run.options.force, busy_wait=limit,
+            on_marker=marker, on_info=log.info, force=run.options.force, busy_wait=limit, live=live,
         )
     except BuildError as exc:
         if not isinstance(exc.triage, Triage):
@@ -71,6 +79,12 @@ def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str 
         raise dg.Failure(description=str(exc), metadata={
             "step": step_name, **exc.triage.metadata(),
             "log_path": dg.MetadataValue.path(exc.triage.log_path)}) from exc
+
+
+def live_stream():
+    """The run's captured stdout (Dagster redirects file descriptor 1 while a run executes)."""
+    sys.stdout.flush()
+    return getattr(sys.stdout, "buffer", None)
 
 
 def build_kernel(run: BuildRun, plan: BuildPlan) -> tuple[StepOutcome, dict[str, Any]]:

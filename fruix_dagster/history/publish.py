@@ -54,7 +54,8 @@ def chart_series(frame: pd.DataFrame) -> dict[str, dict[str, pd.DataFrame]]:
     return out
 
 
-def plot_history(frame: pd.DataFrame, path: str | Path, *, title: str) -> Path:
+def plot_history(frame: pd.DataFrame, path: str | Path, *, title: str,
+                 figsize: tuple[float, float] = (11, 7.5), dpi: int = 100) -> Path:
     """Draw the chart of ``chart_series(frame)`` into a PNG at ``path`` (written atomically)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
@@ -62,7 +63,7 @@ def plot_history(frame: pd.DataFrame, path: str | Path, *, title: str) -> Path:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     series = chart_series(frame)
-    fig = Figure(figsize=(11, 7.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     ax_size, ax_time = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     for asset, data in series["size_mb"].items():

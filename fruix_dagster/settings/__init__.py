@@ -42,6 +42,7 @@ from fruix_dagster.settings.model import (
     WORLD_STEPS,
     BuildSettings,
     Guest,
+    AssetSettings,
     HistorySettings,
     LocalGuest,
     ScheduleSettings,
@@ -60,7 +61,7 @@ from fruix_dagster.settings.rules import RESERVED_MAKE_VARS
 
 __all__ = [
     "EMBEDDED_SOURCE", "KERNEL_STEPS", "RESERVED_MAKE_VARS", "WORLD_STEPS",
-    "BuildSettings", "Guest", "HistorySettings", "LocalGuest", "ScheduleSettings", "SensorSettings", "Settings",
+    "AssetSettings", "BuildSettings", "Guest", "HistorySettings", "LocalGuest", "ScheduleSettings", "SensorSettings", "Settings",
     "SliceSettings", "SourceSettings", "SshGuest", "StoreSettings", "Target", "XcpngGuest", "XcpngSettings",
     "EVENTS", "Channel", "MailChannel", "NotifySettings", "WebhookChannel",
     "check_config_text", "embedded_default", "load_settings", "render_settings", "sample_src_dir",

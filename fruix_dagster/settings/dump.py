@@ -17,8 +17,8 @@ from typing import Any
 from fruix_dagster.settings.messages import toml_key, toml_value
 from fruix_dagster.settings.model import Settings
 
-_SECTIONS = ("build", "source", "store", "slices", "schedule", "sensor", "history", "notify")
-_MAKE_VAR_FIELDS = {"make_vars", "kernel_make_vars", "world_make_vars", "src_env"}
+_SECTIONS = ("build", "source", "store", "slices", "schedule", "sensor", "history", "notify", "assets")
+_MAKE_VAR_FIELDS = {"make_vars", "kernel_make_vars", "world_make_vars", "src_env", "tags"}   # pairs → TOML tables
 
 
 def _items(obj: Any) -> list[tuple[str, Any]]:

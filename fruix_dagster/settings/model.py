@@ -55,6 +55,9 @@ class BuildSettings(_Table):
     silent_timeout_minutes: R.number(gt=0) = 120.0
     min_free_gib: R.number(ge=0) = 12.0
     retries: R.integer(0) = 3
+    #: make output copied live to the run's captured stdout, per step (0: none); the full log
+    #: always goes to <store.root>/logs/
+    stdout_max_mib: R.number(ge=0) = 64.0
     #: stage installworld/distribution/installkernel as this non-root guest user
     #: with NO_ROOT (-DNO_ROOT) and a METALOG, as FreeBSD's release build does;
     #: "" (the default) installs as the SSH user
@@ -180,6 +183,15 @@ class SensorSettings(_Table):
 class HistorySettings(_Table):
     _what, _single = "[history]", "history"
     size_change_pct: R.number(gt=0) = 10.0
+
+
+@_frozen
+class AssetSettings(_Table):
+    """What the Dagster UI shows on every asset: owners and tags."""
+
+    _what, _single = "[assets]", "assets"
+    owners: R.Owners = ()
+    tags: R.TagTable = ()
 
 
 @_frozen
@@ -357,6 +369,7 @@ class Settings(_Table):
     sensor: SensorSettings = Field(default_factory=SensorSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    assets: AssetSettings = Field(default_factory=AssetSettings)
     guests: Annotated[tuple[AnyGuest, ...], _array_of_tables("guest")] = Field(default=(), alias="guest")
     targets: Annotated[tuple[Target, ...], _array_of_tables("target")] = Field(default=(), alias="target")
     #: "<embedded default>" or the absolute path of the file; not part of equality.

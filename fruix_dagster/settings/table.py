@@ -15,7 +15,7 @@ from pydantic_core import ArgsKwargs
 
 from fruix_dagster.settings.messages import bad, expect, show, sub_key
 
-TOP_KEYS = ("build", "source", "store", "slices", "schedule", "sensor", "history", "notify", "guest", "target")
+TOP_KEYS = ("build", "source", "store", "slices", "schedule", "sensor", "history", "notify", "assets", "guest", "target")
 
 _frozen = dataclass(frozen=True, kw_only=True,
                     config=ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True))
