@@ -1,8 +1,9 @@
-"""``fruix-dagster``: check-config, build, report, history, rebuild-check, store gc/verify.
+"""``fruix-dagster``: check-config, build, report, history, rebuild-check, export, store gc/verify.
 
 Every ``FruixError`` ends the command with its message on stderr and exit
 status 1 — no traceback for a user's mistake.
 """
+
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from typing import Sequence
 
 from fruix_dagster.errors import FruixError
 from fruix_dagster.graph import ARTIFACTS, NAMES, REQUIRED_FILES, SLICES, STAGES, check_name
+
+DESCRIPTION = ("FreeBSD base builds inside Fruix guests as Dagster assets. Settings come from "
+               "$FRUIX_CONFIG (or the embedded default), the Dagster instance from $DAGSTER_HOME.")
 
 
 def _instance():
@@ -75,9 +79,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     from fruix_dagster.definitions import defs
 
     instance = _instance()
+    if args.queue:
+        return _build_through_queue(args, instance)
     selection = [dg.AssetKey(a) for a in args.select] if args.select else None
     failed = False
     for target in _target_names(args.target):
+        print(f"fruix-dagster: building {target} in this process, not through the run queue "
+              "(the guest's build-root lock keeps it apart from other builds; --queue hands it to "
+              "the daemon's queue instead)", file=sys.stderr)
         job = defs.resolve_job_def(BUILD_JOB)
         run_config = {"resources": {"build_options": {"config": {"clean": args.clean, "force": args.force}}},
                       "loggers": {"console": {"config": {"log_level": args.log_level}}}}
@@ -105,6 +114,45 @@ def step_failures(result) -> list[tuple[str, str]]:
                 cause = cause.cause
             out.append((event.step_key, cause.message.strip()))
     return out
+
+
+def _build_through_queue(args: argparse.Namespace, instance) -> int:
+    """Submit one run per target to the instance's run queue (``dagster job launch``), and return."""
+    import json
+    import subprocess
+
+    import dagster as dg
+
+    from fruix_dagster.defs.jobs import BUILD_JOB, run_tags
+    from fruix_dagster.settings import load_settings
+
+    if not isinstance(instance.run_coordinator, dg.QueuedRunCoordinator):
+        raise FruixError(f"--queue needs the run queue, but the instance in {os.environ['DAGSTER_HOME']} "
+                         f"uses {type(instance.run_coordinator).__name__}; copy the repository's "
+                         "dagster.yaml there, or build in this process without --queue")
+    if args.select:
+        raise FruixError("--select cannot be combined with --queue: the queued run is the whole "
+                         "build_target job (unchanged steps are reused); for a subset, drop --queue or "
+                         "select the assets in the UI and Materialize")
+    settings = load_settings()
+    for target in _target_names(args.target):
+        tags = {"dagster/partition": target, **run_tags(settings, target)}
+        if args.clean:
+            tags["fruix/clean"] = "true"
+        if args.force:
+            tags["fruix/force"] = "true"
+        before = {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name=BUILD_JOB))}
+        res = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-m", "fruix_dagster.definitions",
+                              "-j", BUILD_JOB, "--tags", json.dumps(tags)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise FruixError(f"could not queue a build of {target}: dagster job launch failed: {last}")
+        new = [r for r in instance.get_runs(dg.RunsFilter(job_name=BUILD_JOB)) if r.run_id not in before]
+        run_id = new[0].run_id if new else "?"
+        print(f"queued {target}: run {run_id} (dagster-daemon starts it when guest "
+              f"{tags['fruix/guest']} is free; follow it in the UI)")
+    return 0
 
 
 def cmd_store_gc(args: argparse.Namespace) -> int:
@@ -228,9 +276,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineHelp(argparse.HelpFormatter):
+    """Every command's help on its own line: room for the longest name ("rebuild-check")."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=24, width=100)
+        self._action_max_length = 20   # argparse measures sub-commands one indent short
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fruix-dagster", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from importlib.metadata import version
+
+    parser = argparse.ArgumentParser(
+        prog="fruix-dagster", description=DESCRIPTION,
+        formatter_class=_OneLineHelp)
+    parser.add_argument("--version", action="version",
+                        version=f"fruix-dagster {version('fruix_dagster')} (dagster {version('dagster')})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
     p = sub.add_parser("check-config", help="validate a settings file and print it resolved")
     p.add_argument("file", nargs="?", help="settings file (default: $FRUIX_CONFIG or the embedded default)")
@@ -240,11 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="one target (default: every target)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("build", help="materialize the build graph for targets, in this process")
+    p = sub.add_parser("build", help="build targets' assets, in this process or through the queue (--queue)")
     p.add_argument("--target", help="one target (default: every target, one run each)")
     p.add_argument("--select", action="append", choices=NAMES, help="only these assets (repeatable)")
     p.add_argument("--clean", action="store_true", help="clean build (WITH_CLEAN=yes instead of WITHOUT_CLEAN=yes)")
     p.add_argument("--force", action="store_true", help="re-run make steps even if reusable")
+    p.add_argument("--queue", action="store_true",
+                   help="submit one run per target to the run queue (one run per guest at a time, "
+                        "started by dagster-daemon) and return, instead of building in this process")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="console log level of the run (default INFO: '>>>' markers and steps)")
     p.set_defaults(func=cmd_build)
@@ -259,8 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table for people; csv or json (every column) for scripts")
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("rebuild-check", help="build one target's source twice from scratch and "
-                                             "compare the trees (reproducibility test)")
+    p = sub.add_parser("rebuild-check", help="build a target's source twice from scratch, compare the trees")
     p.add_argument("--target", help="the target (needed when the settings name several)")
     p.add_argument("--keep", action="store_true",
                    help="keep both build roots (<build_root>-rebuild-a/-b) afterwards")
@@ -268,13 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="console log level of the run (default INFO)")
     p.set_defaults(func=cmd_rebuild_check)
 
-    p = sub.add_parser("export", help="write base.txz/kernel.txz, MANIFEST and CHECKSUM.SHA256 for a target")
+    p = sub.add_parser("export", help="write base.txz, kernel.txz, MANIFEST, CHECKSUM.SHA256 of a target")
     p.add_argument("--target", required=True)
     p.add_argument("--slices", action="store_true", help="also headers.txz and bootloader.txz")
     p.add_argument("dir", help="destination directory")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("store", help="the host artifact store")
+    p = sub.add_parser("store", help="the host artifact store (store gc: apply the retention policy)")
     store_sub = p.add_subparsers(dest="store_command", required=True)
     g = store_sub.add_parser("gc", help="remove old store entries (keeps store.keep per asset and target)")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")

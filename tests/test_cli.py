@@ -57,3 +57,54 @@ def test_report_without_dagster_home_is_a_clear_error():
                          capture_output=True, text=True)
     assert res.returncode == 1
     assert "DAGSTER_HOME is not set" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_version_and_help_list_every_command_on_one_line_without_markup():
+    from importlib.metadata import version
+
+    res = run_cli("--version")
+    assert res.returncode == 0
+    assert res.stdout.strip() == f"fruix-dagster {version('fruix_dagster')} (dagster {version('dagster')})"
+    res = run_cli("--help")
+    assert res.returncode == 0
+    assert "``" not in res.stdout and ":class:" not in res.stdout
+    lines = res.stdout.splitlines()
+    for command in ("check-config", "report", "build", "history", "rebuild-check", "export", "store"):
+        line = next((x for x in lines if x.split()[:1] == [command]), None)
+        assert line is not None, (command, res.stdout)
+        assert len(line.split()) > 2, f"{command}: no help on its line: {line!r}"
+    res = run_cli("build", "--help")
+    assert "--queue" in res.stdout and "in this process" in res.stdout
+
+
+def test_build_queue_submits_a_queued_run_tagged_with_its_guest(tmp_path, monkeypatch):
+    from tests.conftest import copy_sample, write_settings
+    import dagster as dg
+    import shutil
+
+    home = tmp_path / "home"
+    home.mkdir()
+    copy_sample(tmp_path / "src")
+    cfg = write_settings(tmp_path / "fruix.toml", build={"build_root": str(tmp_path / "root")},
+                         source={"from": "path", "path": str(tmp_path / "src")},
+                         store={"root": str(tmp_path / "store")},
+                         guests=[{"name": "local", "kind": "local"}], targets=[{"name": "amd64", "guest": "local"}])
+    env = {"DAGSTER_HOME": str(home), "FRUIX_CONFIG": str(cfg)}
+    # an instance without the run queue: one clear error
+    (home / "dagster.yaml").write_text("run_coordinator:\n  module: dagster.core.run_coordinator\n"
+                                       "  class: DefaultRunCoordinator\ntelemetry:\n  enabled: false\n")
+    res = run_cli("build", "--queue", env_extra=env)
+    assert res.returncode == 1 and "--queue needs the run queue" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    # the repository's dagster.yaml: queued (no daemon runs here), tagged by the run coordinator
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    res = run_cli("build", "--queue", "--force", env_extra=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("queued amd64: run ") and "guest local is free" in res.stdout, res.stdout
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.QUEUED
+    assert run.tags["fruix/guest"] == "local" and run.tags["fruix/force"] == "true"
+    res = run_cli("build", "--queue", "--select", "kernel_build", env_extra=env)
+    assert res.returncode == 1 and "--select cannot be combined with --queue" in res.stderr
