@@ -9,8 +9,9 @@ tag only), and Debian's chromium:
    is still in progress (the instance agrees it has not ended);
 2. after the run, ``kernel_stage``'s page shows its kinds (``freebsd``,
    ``make``), the owner from ``[assets]``, the metadata table with the
-   instance's ``tree_sha256``, the last builds table and the inline history
-   chart (an image decoded by the browser).
+   instance's ``tree_sha256``, the last builds table, and — behind the
+   metadata row's *[Show Markdown]* — the inline history chart (an image
+   decoded by the browser).
 """
 
 from __future__ import annotations
@@ -93,12 +94,18 @@ def test_live_compiler_output_then_kernel_stage_asset_view(browser, tmp_path, mo
             expect(page.get_by_text("build-farm").first).to_be_visible()
             row = page.locator("tr", has=page.locator("td:first-child").get_by_text("tree_sha256", exact=True))
             expect(row.locator("td").nth(2)).to_have_text(kernel["tree_sha256"])
-            expect(page.locator("td:first-child").get_by_text("last_builds", exact=True)).to_be_visible()
-            chart = page.locator('img[src^="data:image/png;base64,"]').first
+            builds = page.locator("tr", has=page.locator("td:first-child").get_by_text("last_builds", exact=True))
+            expect(builds).to_contain_text("size_mb")              # the table, rendered with its schema
+            expect(builds).to_contain_text(kernel["tree_sha256"][:16])
+            page.screenshot(path=str(ui_artifacts / "kernel-stage-view.png"), full_page=True)
+            # the chart: Markdown metadata opens in a dialog, where the image is drawn inline
+            md_row = page.locator("tr", has=page.locator("td:first-child").get_by_text("history_chart", exact=True))
+            md_row.get_by_text("[Show Markdown]").click()
+            chart = page.get_by_role("dialog").locator('img[src^="data:image/png;base64,"]').first
             expect(chart).to_be_visible()
             width = chart.evaluate("img => img.complete ? img.naturalWidth : 0")
             assert width == 576, width
-            page.screenshot(path=str(ui_artifacts / "kernel-stage-view.png"), full_page=True)
+            page.screenshot(path=str(ui_artifacts / "kernel-stage-chart.png"))
             print(f"\nscreenshots: {ui_artifacts}")
         finally:
             page.close()
