@@ -46,6 +46,12 @@ def messages(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) ->
     return [e.user_message or "" for e in instance.all_logs(result.run_id)]
 
 
+def steps_by_message(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[tuple[str, str | None]]:
+    """(message, step key) of every user log message of the run."""
+    return [(e.user_message, e.step_key) for e in instance.all_logs(result.run_id)
+            if e.dagster_event is None and e.user_message]
+
+
 def failed_steps(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
 
@@ -105,6 +111,14 @@ def test_full_graph_leaves_the_vm_per_policy_after_failure_and_success(
     texts = run_texts(sb.instance, failed)
     msgs = messages(sb.instance, failed)
     assert any(f"after-run policy {after}" in m for m in msgs), msgs
+    # each message is filed under the step that caused it: the boot under freebsd_source, a
+    # re-login under the build step that was running, the after-run policy under no step (teardown)
+    steps_of = steps_by_message(sb.instance, failed)
+    assert {k for m, k in steps_of if f"after-run policy {after}" in m} == {None}, steps_of
+    logins = [k for m, k in steps_of if m.startswith("xcpng: logged in to")]
+    assert logins[0] == "freebsd_source", steps_of
+    if after == "shutdown":
+        assert len(logins) == 2 and logins[1] in ("world_build", "kernel_build"), steps_of
 
     # 2. the same guest, a good build
     sb.rewrite(guests=[table], build=BUILD)

@@ -46,6 +46,9 @@ class FruixResource(dg.ConfigurableResource):
     _settings: Settings | None = PrivateAttr(default=None)
     _sessions: dict[str, GuestSession] = PrivateAttr(default_factory=dict)
     _published: bool = PrivateAttr(default=False)
+    #: the log of the step now using the sessions (the run's own log during teardown), so a
+    #: reconnect, a XenAPI re-login or the after-run policy is filed where it happened
+    _log: Any = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # the run worker says which process it is, for the launcher's health check (run monitoring)
@@ -58,12 +61,18 @@ class FruixResource(dg.ConfigurableResource):
         return self._settings
 
     def session(self, target_name: str, log: Any = None) -> GuestSession:
+        """The guest session of ``target_name``; its messages go to ``log`` from now on."""
         settings = self.settings()
         guest = settings.guest_for(target_name)
+        if log is not None:
+            self._log = log
         if guest.name not in self._sessions:
-            info = (lambda m: log.info(m)) if log is not None else None
-            self._sessions[guest.name] = GuestSession(settings, guest, info)
+            self._sessions[guest.name] = GuestSession(settings, guest, self._route)
         return self._sessions[guest.name]
+
+    def _route(self, message: str) -> None:
+        if self._log is not None:
+            self._log.info(message)
 
     def note_published(self) -> None:
         self._published = True
@@ -75,6 +84,7 @@ class FruixResource(dg.ConfigurableResource):
         failure is logged as it happens, and one FruixError naming all of them is
         raised once everything ran.
         """
+        self._log = context.log      # after-run policy, logout: the run's messages, not a step's
         failed = False
         run_id = context.run.run_id if context.run is not None else None
         if context.instance is not None and run_id:
