@@ -4,13 +4,13 @@
   ``freebsd`` on the source and the slices, ``pandas`` on ``build_history``;
 * **owners** and **tags** — ``[assets]`` of the settings file, on every asset;
 * **code_version** — the asset's code revision plus a digest of the settings
-  that change what it builds (make command and variables, every target's
-  TARGET/TARGET_ARCH/KERNCONF, the source declaration, the slice globs), so
-  a settings change marks the affected assets stale in the UI before any run.
-  ``-jN``, ``clean`` and timeouts do not change the output and are left out.
-  A code version is one per asset definition, not per partition: a change to
-  one target's settings marks that asset stale for every target (the make
-  steps of unchanged targets are then reused, fingerprint by fingerprint);
+  that change what it builds for every target (make command, ``make_vars``,
+  ``world_make_vars``/``kernel_make_vars``, the slice globs), so such a
+  settings change marks the affected assets stale in the UI before any run.
+  ``-jN``, ``clean`` and timeouts do not change the output and are left out;
+  so are the ``[[target]]`` tables (a code version is one per asset
+  definition, not per partition: one target's ``kernconf`` would mark every
+  partition stale) — per-target changes show in the step fingerprints;
 * **history** on each stored artifact — its size and build time over time as
   an inline Markdown image (a PNG data URI, so the browser needs no file from
   the host) and its last builds as a ``MetadataValue.table`` with a schema.
@@ -55,16 +55,14 @@ LAST_BUILDS_SCHEMA = dg.TableSchema(columns=[
 def output_settings(settings: Settings, asset: str) -> dict[str, Any]:
     """The settings whose change changes what ``asset`` produces."""
     b = settings.build
-    targets = [(t.name, t.target, t.target_arch) for t in settings.targets]
-    src = settings.source
-    source = {"from": src.from_, "path": src.path, "metadata": src.metadata,
-              "store_root": src.store_root, "name": src.name}
-    world = {"make": b.make, "make_vars": list(b.make_vars), "world_make_vars": list(b.world_make_vars),
-             "targets": targets, "source": source}
-    kernel = {**world, "kernel_make_vars": list(b.kernel_make_vars), "world_make_vars": None,
-              "kernconf": [(t.name, t.kernconf) for t in settings.targets]}
+    # Not the source declaration: what it selects is freebsd_source's data version (the store
+    # hash), and its paths differ between hosts and checkouts without changing any output.
+    # Not the [[target]] tables: a code version is one per asset definition, so a target's
+    # kernconf would mark every partition stale, and adding a target would mark all the others;
+    # per-target changes show in the step fingerprints (the asset rebuilds or refuses).
+    world = {"make": b.make, "make_vars": list(b.make_vars), "world_make_vars": list(b.world_make_vars)}
+    kernel = {"make": b.make, "make_vars": list(b.make_vars), "kernel_make_vars": list(b.kernel_make_vars)}
     return {
-        "freebsd_source": {"source": source},
         "world_build": world,
         "world_stage": {**world, "world_make_vars": list(b.make_vars_for("installworld"))},
         "kernel_build": kernel,
