@@ -67,7 +67,9 @@ def test_live_compiler_output_then_kernel_stage_asset_view(browser, tmp_path, mo
         try:
             # 1. live output on the run page while buildworld runs
             page.goto(servers.base_url + f"/runs/{run_id}")
-            page.get_by_role("button", name="stdout").click()
+            stdout = page.get_by_role("button", name="stdout")
+            expect(stdout).to_be_enabled(timeout=240_000)      # once the run worker captures its logs
+            stdout.click()
             # the in-process executor captures the whole run under one key ("pid: N (7 steps)")
             page.get_by_placeholder("Select a step…").click()
             page.get_by_role("menuitem").first.click()
