@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="destination directory")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("store", help="the host artifact store (store gc: apply the retention policy)")
+    p = sub.add_parser("store", help="the host artifact store: gc (retention policy), verify (stored trees)")
     store_sub = p.add_subparsers(dest="store_command", required=True)
     g = store_sub.add_parser("gc", help="remove old store entries (keeps store.keep per asset and target)")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")

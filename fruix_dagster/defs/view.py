@@ -60,8 +60,15 @@ def output_settings(settings: Settings, asset: str) -> dict[str, Any]:
     # Not the [[target]] tables: a code version is one per asset definition, so a target's
     # kernconf would mark every partition stale, and adding a target would mark all the others;
     # per-target changes show in the step fingerprints (the asset rebuilds or refuses).
-    world = {"make": b.make, "make_vars": list(b.make_vars), "world_make_vars": list(b.world_make_vars)}
-    kernel = {"make": b.make, "make_vars": list(b.make_vars), "kernel_make_vars": list(b.kernel_make_vars)}
+    # The pinned build configuration (make.conf, src.conf, src-env.conf, src_env) changes what
+    # every step builds: its texts, or the host files named (their text is read at plan time).
+    conf = {k: getattr(b, k) for k in ("make_conf", "make_conf_file", "src_conf", "src_conf_file",
+                                        "src_env_conf", "src_env_conf_file")}
+    conf["src_env"] = list(b.src_env)
+    world = {"make": b.make, "make_vars": list(b.make_vars), "world_make_vars": list(b.world_make_vars),
+             "conf": conf}
+    kernel = {"make": b.make, "make_vars": list(b.make_vars), "kernel_make_vars": list(b.kernel_make_vars),
+              "conf": conf}
     return {
         "world_build": world,
         "world_stage": {**world, "world_make_vars": list(b.make_vars_for("installworld"))},
