@@ -1,4 +1,4 @@
-"""Benchmarks for nightly builds: no-op nightly, kernel-only rebuild, two guests at once.
+"""Benchmarks for nightly builds: no-op nightly, kernel-only rebuild, store change, two guests at once.
 
   noop_nightly  full graph once; then the scheduled run again with nothing
                 changed, versus a run materializing one trivial asset in the
@@ -6,6 +6,12 @@
                 invocations in the no-op run must be 0.
   kernel_only   change kernconf (GENERIC → MINIMAL): make invocations per step
                 (world steps must be 0) and wall time versus a full build.
+  store_change  the guest switches to a new store item (every mtime 1) with one
+                .c file changed: the incremental run from the synced build path
+                versus a full build of the same store item in a fresh build
+                root, in the same run: wall-time ratio of the runs and of their
+                buildworld+buildkernel time (target ≤ 0.3), objects rebuilt of
+                total, build-root bytes after five changes vs after one (≤ 1.2).
   two_guests    two targets on two SSH test guests (real sshd on loopback),
                 launched as one backfill through the run queue and the daemon,
                 versus one target alone.  Target ≤ 1.4 on 2 cores.
@@ -48,6 +54,8 @@ def make_counts(root: Path) -> dict[str, int]:
         if not d.is_dir():
             continue
         name = d.name.rsplit("-", 1)[0]
+        if name not in counts:
+            continue
         counts[name] += (1 if (d / "started").exists() else 0) + len(list(d.glob("attempt-*/started")))
     return counts
 
@@ -122,6 +130,53 @@ def kernel_only(work: Path, runs: int) -> None:
           f"make invocations per step {counts[-1]}  median of {runs}")
 
 
+def store_change(work: Path, runs: int) -> None:
+    from fruix_dagster.defs.records import latest
+    from tests.test_store_change import CAT_MSG, Store, du_bytes, edit, objects
+
+    guest = SshGuest(work / "sc-guest", address="127.0.0.62")
+    guest.start()
+    try:
+        store = Store(guest, work / "sc-items")
+        store.switch(store.item())
+        sb = make_ssh_build(work / "sc-nightly", guest)
+        assert sb.run().success
+
+        def make_seconds(build) -> float:
+            return sum(float(latest(build.instance, a, "amd64").metadata["duration_s"])
+                       for a in ("world_build", "kernel_build"))
+
+        inc, full, inc_make, full_make, rebuilt, sizes = [], [], [], [], [], []
+        for i in range(max(runs, 5)):
+            store.switch(store.item(edit("bin/cat/cat.c", CAT_MSG, f"%s: %s: cannot open ({i})\\n")))
+            before = objects(sb.build_root)
+            start = time.perf_counter()
+            assert sb.run().success
+            inc.append(time.perf_counter() - start)
+            inc_make.append(make_seconds(sb))
+            after = objects(sb.build_root)
+            rebuilt.append((sum(1 for p in after if after[p] != before.get(p)), len(after)))
+            sizes.append(du_bytes(sb.build_root))
+            root = f"/var/tmp/fruix-full-{i}"
+            fb = make_ssh_build(work / f"sc-full-{i}", guest,
+                                build={"jobs": 2, "min_free_gib": 0.5, "build_root": root})
+            start = time.perf_counter()
+            assert fb.run().success
+            full.append(time.perf_counter() - start)
+            full_make.append(make_seconds(fb))
+            subprocess.run(["chmod", "-R", "u+w", str(guest.guest_path(root))], check=False)
+            shutil.rmtree(guest.guest_path(root))
+        i_, f_ = statistics.median(inc), statistics.median(full)
+        im, fm = statistics.median(inc_make), statistics.median(full_make)
+        n, total = rebuilt[-1]
+        print(f"store_change  one .c changed in a new store item: run {i_:.2f}s vs full build {f_:.2f}s "
+              f"ratio {i_ / f_:.2f}; buildworld+buildkernel {im:.2f}s vs {fm:.2f}s ratio {im / fm:.2f} "
+              f"(target ≤ 0.3); objects rebuilt {n} of {total}; build-root bytes after five changes / "
+              f"after one {sizes[4] / sizes[0]:.2f} (target ≤ 1.2)  median of {len(inc)}")
+    finally:
+        guest.stop()
+
+
 def two_guests(work: Path, runs: int) -> None:
     guests = [SshGuest(work / f"g{i}", address=f"127.0.0.{60 + i}") for i in range(2)]
     for g in guests:
@@ -175,11 +230,12 @@ def two_guests(work: Path, runs: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--only", choices=("noop_nightly", "kernel_only", "two_guests"))
+    ap.add_argument("--only", choices=("noop_nightly", "kernel_only", "store_change", "two_guests"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fruix-nightly-bench-"))
     try:
-        for name, fn in (("noop_nightly", noop_nightly), ("kernel_only", kernel_only), ("two_guests", two_guests)):
+        for name, fn in (("noop_nightly", noop_nightly), ("kernel_only", kernel_only),
+                         ("store_change", store_change), ("two_guests", two_guests)):
             if args.only in (None, name):
                 fn(work, args.runs)
     finally:

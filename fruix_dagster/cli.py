@@ -1,4 +1,4 @@
-"""``fruix-dagster``: check-config, build, report, history, rebuild-check, export, store gc/verify.
+"""``fruix-dagster``: check-config, build, report, history, rebuild-check, export, store gc/verify, buildroot gc.
 
 Every ``FruixError`` ends the command with its message on stderr and exit
 status 1 — no traceback for a user's mistake.
@@ -196,6 +196,31 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_buildroot_gc(args: argparse.Namespace) -> int:
+    from fruix_dagster.session import GuestSession
+    from fruix_dagster.settings import load_settings
+
+    settings = load_settings()
+    guests = {}
+    for name in _target_names(args.target):
+        guest = settings.guest_for(name)
+        guests.setdefault(guest.name, guest)
+    verb = "would remove" if args.dry_run else "removed"
+    root = settings.build.build_root
+    for guest in guests.values():
+        session = GuestSession(settings, guest)
+        try:
+            removals = session.gc_build_root(dry_run=args.dry_run)
+        finally:
+            session.close()
+        for r in removals:
+            print(f"{verb} {guest.name}:{r.path} ({r.kind}, {r.kib} KiB)")
+        print(f"{guest.name}: {verb} {len(removals)} entries ({sum(r.kib for r in removals)} KiB) "
+              f"from {root}; kept the object tree of every current target, stage-world, "
+              f"stage-kernel and the newest {settings.build.keep_steps} step records per step")
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from fruix_dagster.defs.history import load_history
     from fruix_dagster.history.frame import frame_of
@@ -346,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     v = store_sub.add_parser("verify", help="re-hash stored trees against their manifests; exit 1 on any mismatch")
     v.add_argument("--target", help="only this target's entries (default: every entry)")
     v.set_defaults(func=cmd_store_verify)
+
+    p = sub.add_parser("buildroot", help="the guests' build roots")
+    br_sub = p.add_subparsers(dest="buildroot_command", required=True)
+    g = br_sub.add_parser("gc", help="remove object trees, stage dirs and step records no current "
+                                     "target needs (runs after every successful build run)")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    g.add_argument("--target", help="only the guest of this target (default: every target's guest)")
+    g.set_defaults(func=cmd_buildroot_gc)
     return parser
 
 

@@ -33,7 +33,7 @@ def what_changed(settings: Settings, target_name: str, current_source_hash: str,
         return [f"{SOURCE_ASSET} was never materialized"]
     if src.get("store_hash") != current_source_hash:
         return [f"source store changed ({str(src.get('store_hash'))[:12]} → {current_source_hash[:12]})"]
-    plan = plan_for_target(settings, target_name, source_root=src["source_root"],
+    plan = plan_for_target(settings, target_name, source_root=src.get("build_path") or src["source_root"],
                            source_hash=current_source_hash)
     reasons = []
     for asset, step in LAST_STEP.items():

@@ -24,8 +24,11 @@ from typing import Callable
 
 from fruix_dagster.errors import ConfigError, FruixError
 from fruix_dagster.fruix.devenv import DevEnvReport, needs_root, require_development_environment
+from fruix_dagster.guest import buildroot_gc
+from fruix_dagster.guest.buildroot_gc import Removal
 from fruix_dagster.guest.detached import DetachedSteps
 from fruix_dagster.guest.local import LocalTransport
+from fruix_dagster.guest.srcsync import build_path_for
 from fruix_dagster.guest.ssh import SshTransport
 from fruix_dagster.guest.transport import Transport
 from fruix_dagster.hypervisor import BuildVM, XapiClient
@@ -145,6 +148,14 @@ class GuestSession:
                 min_free_gib=b.min_free_gib, make=b.make, need_root=needs_root(b),
                 meta_mode=b.build_conf().meta_mode)
         return self._devenv
+
+    def gc_build_root(self, dry_run: bool = False) -> list[Removal]:
+        """Remove what no current target of this guest needs from the build root."""
+        s, b = self.settings, self.settings.build
+        path = build_path_for(s.source.from_, s.source.path, b.build_root)
+        keep = [(path, f"{t.target}.{t.target_arch}") for t in (s.target(n) for n in s.target_names)
+                if s.guest_for(t.name).name == self.guest.name]
+        return buildroot_gc.collect(self.transport, b.build_root, keep, b.keep_steps, dry_run=dry_run)
 
     def close(self, failed: bool = False) -> None:
         """Close the transport; for ``xcpng`` apply the after-run policy (once) and log out.

@@ -23,6 +23,8 @@ def step_counts(root: Path) -> dict[str, int]:
         if d.name.endswith(".current"):
             continue
         name = d.name.rsplit("-", 1)[0]
+        if name not in counts:   # srcsync: the build path's sync, not a make step
+            continue
         counts[name] += (1 if (d / "started").exists() else 0) + len(list(d.glob("attempt-*/started")))
     return counts
 

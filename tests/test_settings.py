@@ -490,6 +490,7 @@ INVALID = [
     ("owner-not-team-or-mail", '[assets]\nowners = ["bob"]\n' + LOCAL_GUEST + TARGET, "assets.owners[0]", "'bob'"),
     ("asset-tag-bad-value", '[assets]\ntags = { tier = "a b" }\n' + LOCAL_GUEST + TARGET, "assets.tags.tier", "'a b'"),
     ("stdout-cap-negative", "[build]\nstdout_max_mib = -2\n" + LOCAL_GUEST + TARGET, "build.stdout_max_mib", "-2"),
+    ("keep-steps-zero", "[build]\nkeep_steps = 0\n" + LOCAL_GUEST + TARGET, "build.keep_steps", "0"),
     ("source-path-missing", '[source]\nfrom = "path"\n' + LOCAL_GUEST + TARGET, "source.path", "nothing"),
     ("source-path-with-metadata", '[source]\npath = "/usr/src"\n' + LOCAL_GUEST + TARGET, "source.path", "'/usr/src'"),
     ("source-from-bad", '[source]\nfrom = "git"\n' + LOCAL_GUEST + TARGET, "source.from", "'git'"),

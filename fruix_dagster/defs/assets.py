@@ -30,9 +30,11 @@ from fruix_dagster.fruix.devenv import check_development_environment, needs_root
 from fruix_dagster.fruix.source import resolve_source
 from fruix_dagster.graph import (ARTIFACTS, CODE_VERSIONS, GROUP, REQUIRED_FILES, SLICES, SOURCE_ASSET,
                                  check_name, spec)
+from fruix_dagster.guest.buildroot_gc import object_tree
 from fruix_dagster.guest.fence import prepare_no_root_stage, remove_tree
 from fruix_dagster.defs.view import asset_view, code_version
 from fruix_dagster.settings import Settings, load_settings
+from fruix_dagster.guest.srcsync import prepare_build_path
 
 __all__ = ["ARTIFACTS", "CODE_VERSIONS", "DEVENV_CHECK", "GROUP", "REQUIRED_FILES", "BuildRun",
            "build_assets", "check_name", "stage"]
@@ -79,14 +81,24 @@ def build_assets(partitions: dg.PartitionsDefinition,
             need_root=needs_root(b), meta_mode=b.build_conf().meta_mode)
         for problem in devenv.problems:
             context.log.error(f"development environment: missing {problem}")
-        return source_result(run, src, devenv)
+        sync = prepare_build_path(  # the build path: a store item is synced into <build_root>/src
+            run.session.transport, run.session.steps, source_from=run.settings.source.from_,
+            build_root=b.build_root, source_root=src.source_root, store_hash=src.store_hash,
+            on_info=context.log.info) if devenv.ok else {}
+        return source_result(run, src, devenv, sync)
 
     @asset("world_build")
     def world_build(context: dg.AssetExecutionContext, fruix: FruixResource,
                     build_options: BuildOptions) -> dg.MaterializeResult:
         run = BuildRun.of(context, fruix, build_options)
-        outcome = run_make(run, "buildworld", run.plan(), history_asset="world_build")
-        return build_result(run, outcome)
+        plan = run.plan()
+        tree, existed = object_tree(run.session.transport, plan.build_root, plan.source_root,
+                                    f"{run.target.target}.{run.target.target_arch}")
+        if not existed:
+            context.log.info(f"full build: no object tree at {tree} yet (first build in this "
+                             f"build path, or the build root was wiped)")
+        outcome = run_make(run, "buildworld", plan, history_asset="world_build")
+        return build_result(run, outcome, {"object_tree": tree, "object_tree_existed": existed})
 
     @asset("kernel_build")
     def kernel_build(context: dg.AssetExecutionContext, fruix: FruixResource,

@@ -59,7 +59,8 @@ class BuildRun:
     def plan(self, kernfast: bool = False) -> BuildPlan:
         """The target's plan, from the source the latest ``freebsd_source`` recorded."""
         src = self.recorded(SOURCE_ASSET).metadata
-        return plan_for_target(self.settings, self.target.name, source_root=src["source_root"],
+        return plan_for_target(self.settings, self.target.name,
+                               source_root=src.get("build_path") or src["source_root"],
                                source_hash=src["store_hash"], clean=self.options.clean,
                                kernfast=kernfast)
 

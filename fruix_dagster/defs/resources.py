@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from fruix_dagster.defs.records import referenced_paths
+from fruix_dagster.guest import buildroot_gc
 from fruix_dagster.defs.run_launcher import record_run_worker
 from fruix_dagster.errors import FruixError
 from fruix_dagster.session import GuestSession
@@ -49,6 +50,7 @@ class FruixResource(dg.ConfigurableResource):
     #: the log of the step now using the sessions (the run's own log during teardown), so a
     #: reconnect, a XenAPI re-login or the after-run policy is filed where it happened
     _log: Any = PrivateAttr(default=None)
+    _built: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # the run worker says which process it is, for the launcher's health check (run monitoring)
@@ -77,6 +79,10 @@ class FruixResource(dg.ConfigurableResource):
     def note_published(self) -> None:
         self._published = True
 
+    def note_built(self) -> None:
+        """A make step ran or was reused here: the build root gets a gc after a successful run."""
+        self._built = True
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Close every guest session (the xcpng after-run policy runs here), then the store gc.
 
@@ -92,6 +98,17 @@ class FruixResource(dg.ConfigurableResource):
                 run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records)
         sessions, self._sessions = self._sessions, {}
         errors: list[tuple[str, Exception]] = []
+        if self._built and not failed:
+            self._built = False
+            for name, session in sessions.items():
+                try:
+                    removed = session.gc_build_root()
+                except FruixError as exc:  # collected with the guests' failures below
+                    errors.append((f"build-root gc on guest {name!r}", exc))
+                    _log_error(context, f"build-root gc on guest {name!r} failed: {exc}")
+                    continue
+                if removed and context.log is not None:
+                    context.log.info(f"build-root gc on {name}: removed {buildroot_gc.describe(removed)}")
         for name, session in sessions.items():
             try:
                 session.close(failed=failed)

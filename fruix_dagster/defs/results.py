@@ -38,9 +38,11 @@ def _is_nonempty_file(manifest: Manifest, path: str) -> bool:
     return entry is not None and entry.kind == "file" and entry.size > 0
 
 
-def source_result(run: BuildRun, src: SourceStore, devenv: DevEnvReport) -> dg.MaterializeResult:
+def source_result(run: BuildRun, src: SourceStore, devenv: DevEnvReport,
+                  extra: dict[str, Any] | None = None) -> dg.MaterializeResult:
     meta = {"source_store": src.source_store, "source_root": src.source_root,
-            "store_hash": src.store_hash, "guest": run.session.guest.name, **run.session.facts}
+            "store_hash": src.store_hash, "guest": run.session.guest.name, **run.session.facts,
+            **(extra or {})}
     check = dg.AssetCheckResult(
         check_name=DEVENV_CHECK, passed=devenv.ok,
         metadata={"missing": "\n".join(devenv.problems) or "nothing",

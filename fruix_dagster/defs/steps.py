@@ -19,6 +19,7 @@ from fruix_dagster.defs.records import recent
 from fruix_dagster.build.triage import Triage
 from fruix_dagster.errors import BuildError, FruixError
 from fruix_dagster.guest.hashing import guest_sha256
+from fruix_dagster.guest.srcsync import require_synced
 
 #: how many recent materializations are searched for builds that ran make
 ETA_SEARCH = 25
@@ -47,6 +48,10 @@ def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str 
     b = run.settings.build
     log = run.log
     run.session.require_devenv()
+    src = run.recorded("freebsd_source").metadata
+    if src.get("build_path") not in (None, src["source_root"]):   # never build from a half-synced tree
+        require_synced(run.session.transport, plan.build_root, src["store_hash"])
+    run.fruix.note_built()
     eta = eta_of(run, history_asset) if history_asset else Eta()
     if eta.total is not None:
         log.info(f"{step_name}: expected to take about {eta.total:.0f} s "

@@ -215,6 +215,14 @@ def build_path(build_root: str) -> str:
     return f"{check_build_root(build_root)}/src"
 
 
+def build_path_for(source_from: str, source_path: str | None, build_root: str) -> str:
+    """Where make runs: a plain source directory in place (its mtimes are real and its
+    path stable), a store item from the synced build path."""
+    if source_from == "path" and source_path:
+        return source_path
+    return build_path(build_root)
+
+
 def sync_spec(build_root: str, store_tree: str, store_hash: str) -> MakeStep:
     root = check_build_root(build_root)
     fp = hashlib.sha256(json.dumps([SYNC_CODE_VERSION, root, store_tree, store_hash]).encode()).hexdigest()
@@ -273,3 +281,18 @@ def _sync_error(steps: DetachedSteps, spec: MakeStep, dst: str, store_tree: str,
         f"syncing the build path {dst} from {store_tree} was expected to succeed, it failed: {why}."
         f"{after.get(exc.exit_status or 0, '')} Fix the cause (e.g. free space in the build root) "
         f"and re-materialize freebsd_source; log: {exc.log_path}")
+
+
+def prepare_build_path(transport: Transport, steps: DetachedSteps, *, source_from: str,
+                       build_root: str, source_root: str, store_hash: str,
+                       on_info: Callable[[str], None] | None = None) -> dict[str, object]:
+    """The build path for this source, synced if it is a store item; metadata for freebsd_source."""
+    if source_from == "path":
+        return {"build_path": source_root, "sync_mode": "in place (a plain source directory)"}
+    r = sync_source(transport, steps, build_root, source_root, store_hash, on_info)
+    if r.mode.startswith(("full copy", "verify")):
+        (on_info or (lambda _m: None))(
+            f"build path: {r.mode}; make rebuilds whatever it cannot prove current")
+    return {"build_path": r.build_path, "sync_mode": r.mode, "sync_added": r.added,
+            "sync_changed": r.changed, "sync_removed": r.removed,
+            "sync_duration_s": float(r.duration_s)}

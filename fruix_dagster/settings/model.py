@@ -58,6 +58,8 @@ class BuildSettings(_Table):
     #: make output copied live to the run's captured stdout, per step (0: none); the full log
     #: always goes to <store.root>/logs/
     stdout_max_mib: R.number(ge=0) = 64.0
+    #: step records (steps/<name>-<fingerprint>/) kept per step name by the build-root gc
+    keep_steps: R.integer(1) = 3
     #: stage installworld/distribution/installkernel as this non-root guest user
     #: with NO_ROOT (-DNO_ROOT) and a METALOG, as FreeBSD's release build does;
     #: "" (the default) installs as the SSH user
