@@ -278,6 +278,17 @@ def test_kernfast_on_an_unconfigured_kernel_fails_as_freebsd_does(make: str, tmp
     assert ">>> Kernel(s)  GENERIC built in " in out
 
 
+def test_bmake_dash_d_defines_the_knobs(tmp_path: Path) -> None:
+    """``bmake -DKERNFAST`` / ``-DNO_CLEAN`` (global variables bmake does not export) count as defined."""
+    src, obj = copy_src(tmp_path / "src"), tmp_path / "obj"
+    run("bmake", "buildkernel", src, obj, "KERNCONF=GENERIC", jobs=2)
+    fast = run("bmake", "buildkernel", src, obj, "KERNCONF=GENERIC", "-DKERNFAST", jobs=2)
+    assert ">>> stage 1:" not in fast and ">>> stage 2.1:" not in fast and not COMPILE.search(fast)
+    run("bmake", "buildworld", src, obj, jobs=2)
+    again = run("bmake", "buildworld", src, obj, "-DNO_CLEAN", jobs=2)
+    assert ">>> stage 2.1:" not in again and not COMPILE.search(again)
+
+
 def test_db_from_src_is_tested_with_defined(tmp_path: Path) -> None:
     """DB_FROM_SRC=no still means *on* (Makefile.inc1 ``.if defined(DB_FROM_SRC)``)."""
     assert subprocess.run(["id", "auditdistd"], capture_output=True).returncode != 0

@@ -85,9 +85,13 @@ d=$1 lock=$2 cwd=$3; shift 3
 echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
 echo $$ > "$lock/pid.tmp" && mv -f "$lock/pid.tmp" "$lock/pid"
 date +%s > "$d/started"
+# mawk (Debian's awk) reads a pipe in blocks: without -W interactive a quiet
+# step's first lines would sit in its buffer; FreeBSD's awk reads what is there.
+aw=awk
+if awk -W version 2>/dev/null | grep -q mawk; then aw="awk -W interactive"; fi
 {
   if cd "$cwd"; then "$@" </dev/null; echo $? > "$d/rc"; else echo 126 > "$d/rc"; fi
-} 2>&1 | awk -v m="$d/markers" '
+} 2>&1 | $aw -v m="$d/markers" '
   { print; fflush() }
   /^>>> / { srand(); t = srand(); print t, $0 > m; fflush(m) }
 ' > "$d/log"
