@@ -10,8 +10,12 @@
                 .c file changed: the incremental run from the synced build path
                 versus a full build of the same store item in a fresh build
                 root, in the same run: wall-time ratio of the runs and of their
-                buildworld+buildkernel time (target ≤ 0.3), objects rebuilt of
-                total, build-root bytes after five changes vs after one (≤ 1.2).
+                buildworld+buildkernel time (target ≤ 0.3; whole guest seconds,
+                so on the sample tree only a bound), objects rebuilt of total,
+                build-root bytes after five changes vs after one (≤ 1.2).
+                Measured (sample tree, 2 shared cores, median of 5): run 13.16 s
+                vs 13.39 s, ratio 0.98 (a sample run is Dagster + collection,
+                not make); make 0 s vs 2 s; 1 of 33 objects rebuilt; bytes 1.08.
   two_guests    two targets on two SSH test guests (real sshd on loopback),
                 launched as one backfill through the run queue and the daemon,
                 versus one target alone.  Target ≤ 1.4 on 2 cores.
@@ -164,8 +168,10 @@ def store_change(work: Path, runs: int) -> None:
             assert fb.run().success
             full.append(time.perf_counter() - start)
             full_make.append(make_seconds(fb))
-            subprocess.run(["chmod", "-R", "u+w", str(guest.guest_path(root))], check=False)
-            shutil.rmtree(guest.guest_path(root))
+            host_root = str(guest.guest_path(root))   # stages hold immutable (schg-like) files
+            subprocess.run(["chattr", "-R", "-f", "-i", "-a", host_root], check=False)
+            subprocess.run(["chmod", "-R", "u+w", host_root], check=False)
+            shutil.rmtree(host_root)
         i_, f_ = statistics.median(inc), statistics.median(full)
         im, fm = statistics.median(inc_make), statistics.median(full_make)
         n, total = rebuilt[-1]
@@ -239,6 +245,7 @@ def main() -> int:
             if args.only in (None, name):
                 fn(work, args.runs)
     finally:
+        subprocess.run(["chattr", "-R", "-f", "-i", "-a", str(work)], check=False)  # stages' schg-like files
         subprocess.run(["chmod", "-R", "u+w", str(work)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     return 0
