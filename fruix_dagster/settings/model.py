@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, mod
 from fruix_dagster.errors import ConfigError
 from fruix_dagster.graph import DEFAULT_KEY_FILES, DEFAULT_SLICES, KERNEL_STEPS, WORLD_STEPS
 from fruix_dagster.settings import rules as R
+from fruix_dagster.settings import view_rules as V
 from fruix_dagster.settings.messages import GUEST_KINDS, bad, expect, show, sub_key
 from fruix_dagster.settings.notify import NotifySettings
 from fruix_dagster.settings.table import TOP_KEYS, _frozen, _Table, known_keys  # noqa: F401 (known_keys: API)
@@ -192,8 +193,8 @@ class AssetSettings(_Table):
     """What the Dagster UI shows on every asset: owners and tags."""
 
     _what, _single = "[assets]", "assets"
-    owners: R.Owners = ()
-    tags: R.TagTable = ()
+    owners: V.Owners = ()
+    tags: V.TagTable = ()
 
 
 @_frozen
