@@ -67,7 +67,7 @@ def test_failed_run_one_mail_recovery_one_more(tmp_path, monkeypatch):
         run_id = result.run_id
         assert mail["Subject"].startswith("[fruix] FAILED: target amd64 on guest local at ")
         assert f"{UI}runs/{run_id}" in body
-        assert "error: simulated compile error" in body  # the first error lines
+        assert "error: unknown type name 'sample_fail_t' (SAMPLE_FAIL=buildkernel)" in body  # the first error lines (sample_src freebsd.sh)
         assert "log:    " + str(lb.build_root) in body
         assert "stage:  >>> " in body
         first, other = ("kernel_build", "world_stage") if "at kernel_build" in mail["Subject"] \
@@ -75,7 +75,7 @@ def test_failed_run_one_mail_recovery_one_more(tmp_path, monkeypatch):
         assert f"also failed: {other}" in body
         hook = json.loads(http.requests[0].body)
         assert hook["event"] == "failure" and hook["run_id"] == run_id and hook["step"] == first
-        assert any("simulated compile error" in line for line in hook["first_errors"])
+        assert any("error: unknown type name 'sample_fail_t'" in line for line in hook["first_errors"])
         assert http.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
 
         # the fix lands: the first success sends "recovered", the next success nothing
