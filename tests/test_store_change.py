@@ -234,6 +234,8 @@ def test_buildroot_gc_dry_run_lists_and_gc_removes_only_what_no_target_needs(tmp
     (root / "obj/evil").symlink_to(outside)
     for d in ("stage-world", "stage-kernel", "artifact-headers"):
         (root / d).mkdir()
+    for m in ("stage-world.METALOG", "stage-kernel.METALOG"):   # a NO_ROOT install's owners: kept
+        (root / m).write_text("#mtree 2.0\n")
     steps = root / "steps"
     for i, fp in enumerate(("aaaa", "bbbb", "cccc", "dddd")):
         (steps / f"buildworld-{fp}").mkdir(parents=True)
@@ -255,3 +257,4 @@ def test_buildroot_gc_dry_run_lists_and_gc_removes_only_what_no_target_needs(tmp
     assert sorted(d.name for d in steps.iterdir()) == ["buildworld-aaaa", "buildworld-dddd",
                                                        "buildworld.current"]
     assert (root / "stage-world").is_dir() and (root / "stage-kernel").is_dir()
+    assert (root / "stage-world.METALOG").is_file() and (root / "stage-kernel.METALOG").is_file()

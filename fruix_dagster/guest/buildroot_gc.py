@@ -7,7 +7,8 @@ Kept under ``<build_root>``:
   directories leading to them.  Everything else under ``obj/`` goes: object
   trees of store items the guest no longer declares (built before the stable
   build path existed), of targets that were removed, of other build paths.
-* ``stage-world/`` and ``stage-kernel/``; any other ``stage-*`` or
+* ``stage-world/`` and ``stage-kernel/`` with their ``.METALOG`` files (a
+  NO_ROOT install's owners, modes and flags); any other ``stage-*`` or
   ``artifact-*`` directory (the harness's layout) goes.
 * per step name, the step record that ``steps/<name>.current`` names and the
   newest ``build.keep_steps`` records in all (by their ``started`` time).
@@ -61,7 +62,7 @@ if [ -d "$root/obj" ] && [ ! -L "$root/obj" ]; then
 fi
 for c in "$root"/stage-* "$root"/artifact-*; do
   [ -e "$c" ] || [ -L "$c" ] || continue
-  case ${c##*/} in stage-world|stage-kernel) continue ;; esac
+  case ${c##*/} in stage-world|stage-kernel|stage-world.METALOG|stage-kernel.METALOG) continue ;; esac
   if [ -L "$c" ]; then echo "link 0 $c"; else echo "stage $(size "$c") $c"; fi
 done
 if [ -d "$root/steps" ] && [ ! -L "$root/steps" ]; then
