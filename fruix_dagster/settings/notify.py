@@ -40,14 +40,19 @@ DEFAULT_SMTP_PORT = {"starttls": 587, "tls": 465, "none": 25}
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
-def _events(v: Any) -> tuple[str, ...]:
-    expected = f"must be a non-empty array of {', '.join(repr(e) for e in EVENTS)}"
+def _nonempty_array(v: Any, expected: str) -> list:
+    """``v`` as a list, or the one message for a bare string, a non-array or an empty array."""
     if isinstance(v, tuple):
         v = list(v)
     if isinstance(v, str):
         raise expect(expected, v, f"write [{toml_value(v)}]", typed=True)
     if not isinstance(v, list) or not v:
         raise expect(expected, v, typed=not isinstance(v, list))
+    return v
+
+
+def _events(v: Any) -> tuple[str, ...]:
+    v = _nonempty_array(v, f"must be a non-empty array of {', '.join(repr(e) for e in EVENTS)}")
     for i, e in enumerate(v):
         if not isinstance(e, str) or e not in EVENTS:
             raise expect(f"must be one of {', '.join(EVENTS)}", e, typed=not isinstance(e, str), sub=f"[{i}]")
@@ -57,13 +62,7 @@ def _events(v: Any) -> tuple[str, ...]:
 
 
 def _addresses(v: Any) -> tuple[str, ...]:
-    expected = "must be a non-empty array of mail addresses (user@domain)"
-    if isinstance(v, tuple):
-        v = list(v)
-    if isinstance(v, str):
-        raise expect(expected, v, f"write [{toml_value(v)}]", typed=True)
-    if not isinstance(v, list) or not v:
-        raise expect(expected, v, typed=not isinstance(v, list))
+    v = _nonempty_array(v, "must be a non-empty array of mail addresses (user@domain)")
     for i, a in enumerate(v):
         if not isinstance(a, str) or not _ADDRESS.fullmatch(a):
             raise expect("must be a mail address (user@domain, no display name)", a,
