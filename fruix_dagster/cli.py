@@ -216,8 +216,8 @@ def cmd_buildroot_gc(args: argparse.Namespace) -> int:
         for r in removals:
             print(f"{verb} {guest.name}:{r.path} ({r.kind}, {r.kib} KiB)")
         print(f"{guest.name}: {verb} {len(removals)} entries ({sum(r.kib for r in removals)} KiB) "
-              f"from {root}; kept the object tree of every current target, stage-world, "
-              f"stage-kernel and the newest {settings.build.keep_steps} step records per step")
+              f"from {root}; kept the object tree and the stages (stage/<target>/) of every current "
+              f"target and the newest {settings.build.keep_steps} step records per step")
     return 0
 
 

@@ -52,7 +52,8 @@ class AssetSpec:
     steps: tuple[str, ...] = ()
     #: a stage: the build asset and its step the install needs as it was planned
     installs_from: tuple[str, str] | None = None
-    #: a stage: its directory below the build root
+    #: a stage: its directory below the target's stage root, ``<build_root>/stage/<target>/``
+    #: (:attr:`fruix_dagster.build.make.BuildPlan.stage_root`)
     stage_dir: str = ""
     #: the artifact shapes a blocking check requires as non-empty files
     required_files: tuple[str, ...] = ()
@@ -80,11 +81,11 @@ ASSETS: tuple[AssetSpec, ...] = (
     AssetSpec("world_stage", STAGE, ("world_build",),
               "Staged world: installworld + distribution with DB_FROM_SRC=yes.",
               steps=("installworld", "distribution"), installs_from=("world_build", "buildworld"),
-              stage_dir="stage-world", report_name="world_stage"),
+              stage_dir="world", report_name="world_stage"),
     AssetSpec("kernel_stage", STAGE, ("kernel_build",),
               "Staged kernel: installkernel with DB_FROM_SRC=yes.",
               steps=("installkernel",), installs_from=("kernel_build", "buildkernel"),
-              stage_dir="stage-kernel", required_files=(KERNEL_FILE,), key_files=(KERNEL_FILE,),
+              stage_dir="kernel", required_files=(KERNEL_FILE,), key_files=(KERNEL_FILE,),
               report_name="kernel_stage"),
     AssetSpec("headers_slice", SLICE, ("world_stage",),
               "Development headers carved from the stored world stage (no guest needed).",

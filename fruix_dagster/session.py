@@ -153,9 +153,10 @@ class GuestSession:
         """Remove what no current target of this guest needs from the build root."""
         s, b = self.settings, self.settings.build
         path = build_path_for(s.source.from_, s.source.path, b.build_root)
-        keep = [(path, f"{t.target}.{t.target_arch}") for t in (s.target(n) for n in s.target_names)
-                if s.guest_for(t.name).name == self.guest.name]
-        return buildroot_gc.collect(self.transport, b.build_root, keep, b.keep_steps, dry_run=dry_run)
+        mine = [t for t in (s.target(n) for n in s.target_names) if s.guest_for(t.name).name == self.guest.name]
+        keep = [(path, f"{t.target}.{t.target_arch}") for t in mine]
+        return buildroot_gc.collect(self.transport, b.build_root, keep, b.keep_steps,
+                                    targets=[t.name for t in mine], dry_run=dry_run)
 
     def close(self, failed: bool = False) -> None:
         """Close the transport; for ``xcpng`` apply the after-run policy (once) and log out.

@@ -56,7 +56,7 @@ def test_full_graph_metadata_equals_independent_computation(built: LocalBuild):
     assert src["source_root"] == str(built.tmp / "src")
     assert src["store_hash"] and len(src["store_hash"]) == 64
     store = built.tmp / "store"
-    guest = {"world_stage": root / "stage-world", "kernel_stage": root / "stage-kernel"}
+    guest = {"world_stage": root / "stage/amd64/world", "kernel_stage": root / "stage/amd64/kernel"}
     for asset in KEY_FILES:
         rec = latest(inst, asset, "amd64")
         assert rec is not None, asset
@@ -76,7 +76,7 @@ def test_full_graph_metadata_equals_independent_computation(built: LocalBuild):
         for key in KEY_FILES[asset]:
             assert meta[f"sha256:{key}"] == facts["sha256"][key], (asset, key)
     # the headers slice is exactly usr/include/** and usr/share/mk/** of the world stage
-    world = tree_facts(root / "stage-world")["sha256"]
+    world = tree_facts(root / "stage/amd64/world")["sha256"]
     headers = tree_facts(Path(latest(inst, "headers_slice", "amd64").metadata["path"]))["sha256"]
     expected = {p: h for p, h in world.items() if p.startswith(("usr/include/", "usr/share/mk/"))}
     assert headers == expected
@@ -108,8 +108,8 @@ def test_report_ends_ok(built: LocalBuild, monkeypatch, capsys):
     values = dict(line.split("=", 1) for line in out)
     root = built.build_root
     assert values["host_initiated_native_build"] == "ok"
-    assert values["sha_kernel"] == tree_facts(root / "stage-kernel")["sha256"]["boot/kernel/kernel"]
-    assert values["sha_param"] == tree_facts(root / "stage-world")["sha256"]["usr/include/sys/param.h"]
+    assert values["sha_kernel"] == tree_facts(root / "stage/amd64/kernel")["sha256"]["boot/kernel/kernel"]
+    assert values["sha_param"] == tree_facts(root / "stage/amd64/world")["sha256"]["usr/include/sys/param.h"]
     assert values["headers_stage"].startswith(str(built.tmp / "store"))
     assert values["build_jobs"] == "2"
 
@@ -176,7 +176,8 @@ def test_symlinked_stage_escaping_the_build_root_is_refused(tmp_path):
     outside = tmp_path / "precious"
     outside.mkdir()
     (outside / "keep.txt").write_text("keep")
-    (lb.build_root / "stage-world").symlink_to(outside)
+    (lb.build_root / "stage/amd64").mkdir(parents=True)
+    (lb.build_root / "stage/amd64/world").symlink_to(outside)
     result = lb.run(select=["world_stage"], config={"force": True})
     assert not result.success
     message = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.error.to_string()

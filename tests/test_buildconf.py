@@ -23,7 +23,7 @@ from tests.test_sample_src import copy_src
 
 def plan(root: Path, src: Path, conf: BuildConf | None = None, jobs: int = 2, clean: bool = False):
     return plan_build(build_root=str(root), make="bmake", jobs=jobs, source_root=str(src),
-                      source_hash="h" * 64, target="amd64", target_arch="amd64", kernconf="GENERIC",
+                      source_hash="h" * 64, target_name="amd64", target="amd64", target_arch="amd64", kernconf="GENERIC",
                       conf=conf, clean=clean)
 
 

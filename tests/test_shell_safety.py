@@ -70,7 +70,7 @@ def expected_make_words(step: str, build_root: str, configured: dict[str, str]) 
         ours["WITHOUT_CLEAN"] = "yes"
     else:
         words = [step]
-        stage = "stage-kernel" if step == "installkernel" else "stage-world"
+        stage = "stage/t/kernel" if step == "installkernel" else "stage/t/world"
         ours.update({"DESTDIR": f"{build_root}/{stage}", "DB_FROM_SRC": "yes"})
     if "kernel" in step:
         ours["KERNCONF"] = "GENERIC"

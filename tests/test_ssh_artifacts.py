@@ -45,10 +45,10 @@ def test_world_stage_over_ssh_keeps_setuid_groups_and_schg(ssh_guest, tmp_path, 
     assert (su.mode, su.flags) == (0o4555, "schg") and m.get(b"sbin/init").flags == "schg"
     assert m.get(b"usr/lib/libsample.so.1").flags == "schg"
     # the guest really holds the flag, the store's copy never does (it must stay removable)
-    assert "i" in lsattr(sb.build_root / "stage-world/usr/bin/su")
+    assert "i" in lsattr(sb.build_root / "stage/amd64/world/usr/bin/su")
     assert "i" not in lsattr(world.tree / "usr/bin/su")
     # tree_sha256 is the digest of exactly these owners, modes and flags (computed independently)
-    facts = tree_facts(world.tree, flags_from=sb.build_root / "stage-world")
+    facts = tree_facts(world.tree, flags_from=sb.build_root / "stage/amd64/world")
     assert facts["tree_sha256"] == world.digest == latest(sb.instance, "world_stage", "amd64").metadata["tree_sha256"]
     # manifest.mtree in FreeBSD mtree(8) keywords, and Debian's mtree agrees with the store's copy
     mtree = (world.path / "manifest.mtree").read_text()
@@ -86,7 +86,7 @@ def test_world_stage_over_ssh_keeps_setuid_groups_and_schg(ssh_guest, tmp_path, 
     first = world.digest
     assert sb.run(select=["world_stage"], config={"force": True}).success
     assert stored(sb, "world_stage").digest == first
-    assert "i" in lsattr(sb.build_root / "stage-world/usr/bin/su")
+    assert "i" in lsattr(sb.build_root / "stage/amd64/world/usr/bin/su")
 
 
 def owners(manifest) -> dict:
@@ -101,10 +101,10 @@ def test_no_root_staging_as_an_ordinary_user_gives_the_same_owners(ssh_guest, tm
     unpriv = make_ssh_build(tmp_path / "nobody", ssh_guest,
                             build={"jobs": 2, "min_free_gib": 0.5, "no_root_user": "nobody"})
     assert unpriv.run(config={"force": True}).success
-    stage = unpriv.build_root / "stage-world"
+    stage = unpriv.build_root / "stage/amd64/world"
     assert (stage / "sbin/shutdown").stat().st_uid == 65534  # staged by nobody: nothing chowned
     assert "i" not in lsattr(stage / "usr/bin/su")
-    metalog = (unpriv.build_root / "stage-world.METALOG").read_text()
+    metalog = (unpriv.build_root / "stage/amd64/world.METALOG").read_text()
     assert "./sbin/shutdown type=file uname=root gname=operator mode=04554 " in metalog
     for asset, expected in as_root.items():
         got = stored(unpriv, asset)

@@ -16,7 +16,7 @@ from fruix_dagster.defs.records import latest
 from tests.conftest import REPO, SshBuild, make_ssh_build
 from tests.independent import tree_facts
 
-ARTIFACTS = {"world_stage": "stage-world", "kernel_stage": "stage-kernel",
+ARTIFACTS = {"world_stage": "stage/amd64/world", "kernel_stage": "stage/amd64/kernel",
              "headers_slice": None, "bootloader_slice": None}
 
 
@@ -55,7 +55,7 @@ def test_full_graph_over_ssh_matches_the_guest_files(ssh_guest, tmp_path):
     for asset, sub in ARTIFACTS.items():
         meta = latest(sb.instance, asset, "amd64").metadata
         # bsdtar carried the stage's schg flags into the manifest; the store's copy holds none
-        flags_from = sb.build_root / (sub or "stage-world")
+        flags_from = sb.build_root / (sub or "stage/amd64/world")
         facts = tree_facts(Path(meta["path"]), flags_from=flags_from)
         assert (meta["size_bytes"], meta["file_count"], meta["tree_sha256"]) == (
             facts["size_bytes"], facts["file_count"], facts["tree_sha256"]), asset
@@ -63,7 +63,7 @@ def test_full_graph_over_ssh_matches_the_guest_files(ssh_guest, tmp_path):
             assert meta["guest_path"] == f"/var/tmp/fruix-native-build/{sub}"
             assert tree_facts(sb.build_root / sub) == facts
     kernel = latest(sb.instance, "kernel_stage", "amd64").metadata
-    assert kernel["sha256:boot/kernel/kernel"] == tree_facts(sb.build_root / "stage-kernel")["sha256"]["boot/kernel/kernel"]
+    assert kernel["sha256:boot/kernel/kernel"] == tree_facts(sb.build_root / "stage/amd64/kernel")["sha256"]["boot/kernel/kernel"]
     for name in ("buildworld", "buildkernel", "installworld", "distribution", "installkernel"):
         assert step_runs(sb.build_root, name) == 1, name
 

@@ -236,10 +236,20 @@ def test_buildroot_gc_dry_run_lists_and_gc_removes_only_what_no_target_needs(tmp
     outside.mkdir()
     (outside / "precious").write_text("keep me")
     (root / "obj/evil").symlink_to(outside)
+    # the shared stages of a build root from before per-target stages, the harness's artifacts: gone
     for d in ("stage-world", "stage-kernel", "artifact-headers"):
         (root / d).mkdir()
-    for m in ("stage-world.METALOG", "stage-kernel.METALOG"):   # a NO_ROOT install's owners: kept
+    for m in ("stage-world.METALOG", "stage-kernel.METALOG"):
         (root / m).write_text("#mtree 2.0\n")
+    # the current target's stages, NO_ROOT METALOGs (owners) and install stamps: kept
+    mine = root / "stage/amd64"
+    for d in ("world", "kernel"):
+        (mine / d / "boot").mkdir(parents=True)
+        (mine / f"{d}.METALOG").write_text("#mtree 2.0\n")
+        (mine / f"{d}.installed").write_text("x\n1\n")
+    (mine / "world.installed.tmp").write_text("half written")       # not a stage entry: gone
+    (mine / "kernel.old").symlink_to(outside)                         # a link: removed as a link
+    (root / "stage/removed-target/kernel").mkdir(parents=True)       # a target no longer declared
     steps = root / "steps"
     for i, fp in enumerate(("aaaa", "bbbb", "cccc", "dddd")):
         (steps / f"buildworld-{fp}").mkdir(parents=True)
@@ -247,7 +257,10 @@ def test_buildroot_gc_dry_run_lists_and_gc_removes_only_what_no_target_needs(tmp
     (steps / "buildworld.current").write_text(f"{steps}/buildworld-aaaa\n")   # current, but oldest
     monkeypatch.setenv("FRUIX_CONFIG", str(lb.settings_path))
     expected = {str(old_tree.parents[3]), str(other_target), str(root / "obj/evil"),
-                str(root / "artifact-headers"), f"{steps}/buildworld-bbbb", f"{steps}/buildworld-cccc"}
+                str(root / "artifact-headers"), f"{steps}/buildworld-bbbb", f"{steps}/buildworld-cccc",
+                *(str(root / n) for n in ("stage-world", "stage-kernel", "stage-world.METALOG",
+                                          "stage-kernel.METALOG")),
+                str(mine / "world.installed.tmp"), str(mine / "kernel.old"), str(root / "stage/removed-target")}
 
     assert cli.main(["buildroot", "gc", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -260,5 +273,6 @@ def test_buildroot_gc_dry_run_lists_and_gc_removes_only_what_no_target_needs(tmp
     assert (keep / "bin/cat/cat.o").exists() and (outside / "precious").read_text() == "keep me"
     assert sorted(d.name for d in steps.iterdir()) == ["buildworld-aaaa", "buildworld-dddd",
                                                        "buildworld.current"]
-    assert (root / "stage-world").is_dir() and (root / "stage-kernel").is_dir()
-    assert (root / "stage-world.METALOG").is_file() and (root / "stage-kernel.METALOG").is_file()
+    assert sorted(p.name for p in mine.iterdir()) == ["kernel", "kernel.METALOG", "kernel.installed",
+                                                     "world", "world.METALOG", "world.installed"]
+    assert sorted(p.name for p in (root / "stage").iterdir()) == ["amd64"]

@@ -4,18 +4,27 @@ Exactly the Phase 20.2 commands, run from ``source_root``::
 
     make -jN buildworld
     make -jN buildkernel KERNCONF=…
-    make DESTDIR=<root>/stage-world DB_FROM_SRC=yes installworld
-    make DESTDIR=<root>/stage-world DB_FROM_SRC=yes distribution
-    make DESTDIR=<root>/stage-kernel DB_FROM_SRC=yes installkernel
+    make DESTDIR=<root>/stage/<target>/world DB_FROM_SRC=yes installworld
+    make DESTDIR=<root>/stage/<target>/world DB_FROM_SRC=yes distribution
+    make DESTDIR=<root>/stage/<target>/kernel DB_FROM_SRC=yes installkernel
 
 each with ``MAKEOBJDIRPREFIX=<root>/obj`` in the environment (FreeBSD reads it
 only from there), ``TARGET``/``TARGET_ARCH`` on the command line and the
 validated make variables from the settings file.  Variables are argv words, so
 a value with spaces, quotes or ``$(…)`` reaches make unchanged.
+
+The stage directories are per ``[[target]]`` (``<target>`` is its name, the
+partition key), not the harness's shared ``stage-world``/``stage-kernel``:
+several targets may share a guest and a build root, and two of them may share
+``TARGET.TARGET_ARCH`` (GENERIC and MINIMAL kernels), so neither the object
+tree's name nor a shared directory tells whose tree a stage holds.  One layout
+for every target, also the only one: a single target keeps no harness names,
+so no code path depends on how many targets there are.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -23,10 +32,12 @@ from typing import Any, Mapping, Sequence
 from fruix_dagster.build.buildconf import BuildConf
 from fruix_dagster.build.fingerprint import fingerprint, output_argv
 from fruix_dagster.guest.detached import StepSpec
-from fruix_dagster.graph import KERNEL_STEPS, STEP_NAMES, WORLD_STEPS
+from fruix_dagster.graph import KERNEL_STEPS, STEP_NAMES, WORLD_STEPS, spec
 from fruix_dagster.guest.fence import check_build_root
 
-__all__ = ["KERNEL_STEPS", "STEP_NAMES", "WORLD_STEPS", "BuildPlan", "MakeStep", "plan_build"]
+__all__ = ["KERNEL_STEPS", "STEP_NAMES", "WORLD_STEPS", "BuildPlan", "MakeStep", "plan_build", "stage_root"]
+
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,8 @@ class BuildPlan:
     jobs: int
     steps: dict[str, MakeStep] = field(hash=False)
     no_root_user: str = ""
+    #: the ``[[target]]`` name: its stages are ``stage/<target_name>/{world,kernel}``
+    target_name: str = ""
 
     def metalog(self, stage_dir: str) -> str:
         """The METALOG of a NO_ROOT stage: beside the stage, not in it (it is not part of the tree)."""
@@ -59,15 +72,31 @@ class BuildPlan:
         return f"{self.build_root}/obj"
 
     @property
+    def stage_root(self) -> str:
+        """This target's stage directories' parent, ``<build_root>/stage/<target>``."""
+        return stage_root(self.build_root, self.target_name)
+
+    def stage_dir(self, asset: str) -> str:
+        """The directory a stage asset installs into (DESTDIR of its steps)."""
+        return f"{self.stage_root}/{spec(asset).stage_dir}"
+
+    @property
     def world_stage(self) -> str:
-        return f"{self.build_root}/stage-world"
+        return self.stage_dir("world_stage")
 
     @property
     def kernel_stage(self) -> str:
-        return f"{self.build_root}/stage-kernel"
+        return self.stage_dir("kernel_stage")
 
     def artifact_dir(self, slice_name: str) -> str:
         return f"{self.build_root}/artifact-{slice_name}"
+
+
+def stage_root(build_root: str, target_name: str) -> str:
+    """``<build_root>/stage/<target_name>``: a [[target]] name is a path component by its pattern."""
+    if not _TARGET_NAME.fullmatch(target_name):
+        raise ValueError(f"expected a [[target]] name ([A-Za-z0-9][A-Za-z0-9_-]*), got {target_name!r}")
+    return f"{build_root}/stage/{target_name}"
 
 
 def _vars(pairs: Sequence[tuple[str, str]]) -> list[str]:
@@ -81,6 +110,7 @@ def plan_build(
     jobs: int,
     source_root: str,
     source_hash: str,
+    target_name: str,
     target: str,
     target_arch: str,
     kernconf: str,
@@ -104,6 +134,7 @@ def plan_build(
     """
     extra = make_vars or {}
     root = check_build_root(build_root)
+    stages = stage_root(root, target_name)
     conf = conf or BuildConf()
     # __MAKE_CONF, SRCCONF, SRC_ENV_CONF in the environment (build/buildconf.py)
     env = ["env", f"MAKEOBJDIRPREFIX={root}/obj", *conf.env(root), make]
@@ -113,8 +144,9 @@ def plan_build(
     # and each ignores the knob that asks for its default.  So WITH_CLEAN
     # cleans and WITHOUT_CLEAN keeps on both (13.x needs NO_CLEAN in make_vars).
     incremental = ["WITH_CLEAN=yes"] if clean else ["WITHOUT_CLEAN=yes"]
-    world_destdir = [f"DESTDIR={root}/stage-world", "DB_FROM_SRC=yes"]
-    kernel_destdir = [f"DESTDIR={root}/stage-kernel", "DB_FROM_SRC=yes"]
+    world, kernel_stage = (f"{stages}/{spec(a).stage_dir}" for a in ("world_stage", "kernel_stage"))
+    world_destdir = [f"DESTDIR={world}", "DB_FROM_SRC=yes"]
+    kernel_destdir = [f"DESTDIR={kernel_stage}", "DB_FROM_SRC=yes"]
     kernel = [f"KERNCONF={kernconf}"]
     v = {name: _vars(extra.get(name, ())) for name in STEP_NAMES}
     argvs: dict[str, list[str]] = {
@@ -134,10 +166,10 @@ def plan_build(
         "installkernel": ("buildkernel",),
     }
     if no_root_user:
-        for name, stage in (("installworld", "stage-world"), ("distribution", "stage-world"),
-                            ("installkernel", "stage-kernel")):
+        for name, stage in (("installworld", world), ("distribution", world),
+                            ("installkernel", kernel_stage)):
             inner = argvs[name]
-            inner = [*inner[:-1], "NO_ROOT=yes", f"METALOG={root}/{stage}.METALOG", inner[-1]]
+            inner = [*inner[:-1], "NO_ROOT=yes", f"METALOG={stage}.METALOG", inner[-1]]
             argvs[name] = ["env", "SHELL=/bin/sh", "su", "-m", no_root_user, "-c", shlex.join(inner)]
     steps: dict[str, MakeStep] = {}
     for name in STEP_NAMES:
@@ -151,4 +183,4 @@ def plan_build(
             "conf": conf.fingerprint_part(),
         }
         steps[name] = MakeStep(name, argv, source_root, fingerprint(**parts), conf)
-    return BuildPlan(root, source_root, jobs, steps, no_root_user)
+    return BuildPlan(root, source_root, jobs, steps, no_root_user, target_name)

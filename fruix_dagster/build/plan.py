@@ -21,7 +21,7 @@ def plan_for_target(settings: Settings, target_name: str, *, source_root: str, s
     t = settings.target(target_name)
     return plan_build(
         build_root=build_root or b.build_root, make=b.make, jobs=b.jobs, source_root=source_root,
-        source_hash=source_hash, target=t.target, target_arch=t.target_arch, kernconf=t.kernconf,
+        source_hash=source_hash, target_name=t.name, target=t.target, target_arch=t.target_arch, kernconf=t.kernconf,
         make_vars={name: b.make_vars_for(name) for name in STEP_NAMES},
         clean=b.clean or clean, kernfast=kernfast, no_root_user=b.no_root_user,
         conf=b.build_conf())

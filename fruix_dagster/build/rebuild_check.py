@@ -29,6 +29,7 @@ from fruix_dagster.fruix.source import resolve_source
 from fruix_dagster.graph import SLICES, STAGES, spec
 from fruix_dagster.guest.detached import DetachedSteps
 from fruix_dagster.guest.fence import check_build_root, prepare_no_root_stage, remove_tree
+from fruix_dagster.guest.stage_stamp import make_stage_root
 from fruix_dagster.history.compare import RebuildResult, compare
 from fruix_dagster.session import GuestSession
 from fruix_dagster.settings import Settings
@@ -71,11 +72,11 @@ def rebuild_check(settings: Settings, target_name: str, *, session: GuestSession
             plan = plan_for_target(settings, target_name, source_root=src.source_root,
                                    source_hash=src.store_hash, clean=True, build_root=root)
             _refuse_busy(transport, root)
-            for sub in ("obj", *(spec(asset).stage_dir for asset in STAGES)):
+            for sub in ("obj", "stage"):
                 remove_tree(transport, root, f"{root}/{sub}")
+            make_stage_root(transport, root, plan.stage_root)
             for asset in STAGES:  # NO_ROOT stages: a fresh METALOG, stage and METALOG owned by the user
-                stage_dir = f"{root}/{spec(asset).stage_dir}"
-                remove_tree(transport, root, plan.metalog(stage_dir))
+                stage_dir = plan.stage_dir(asset)
                 if plan.no_root_user:
                     prepare_no_root_stage(transport, root, stage_dir, plan.metalog(stage_dir), plan.no_root_user)
             started = time.monotonic()
@@ -85,7 +86,7 @@ def rebuild_check(settings: Settings, target_name: str, *, session: GuestSession
             for old in store.entries():
                 remove_entry(old["path"])
             for asset in STAGES:
-                guest_dir = f"{plan.build_root}/{spec(asset).stage_dir}"
+                guest_dir = plan.stage_dir(asset)
                 no_root = bool(plan.no_root_user)
                 tree: StoredTree = store.collect(transport, guest_dir, asset=asset, target=target_name,
                                                  key_files=settings.slices.key_files,
@@ -104,7 +105,7 @@ def rebuild_check(settings: Settings, target_name: str, *, session: GuestSession
         notes = []
         if not keep:
             for root in roots:
-                for sub in ("obj", *(spec(asset).stage_dir for asset in STAGES), "steps"):
+                for sub in ("obj", "stage", "steps"):
                     remove_tree(transport, root, f"{root}/{sub}")
             notes.append("both build roots were emptied (keep them with --keep)")
         result = RebuildResult(

@@ -32,6 +32,7 @@ from fruix_dagster.graph import (ARTIFACTS, CODE_VERSIONS, GROUP, REQUIRED_FILES
                                  check_name, spec)
 from fruix_dagster.guest.buildroot_gc import object_tree
 from fruix_dagster.guest.fence import prepare_no_root_stage, remove_tree
+from fruix_dagster.guest.stage_stamp import make_stage_root, stage_differs, stamp_path, write_stamp
 from fruix_dagster.defs.view import asset_view, code_version
 from fruix_dagster.settings import Settings, load_settings
 from fruix_dagster.guest.srcsync import prepare_build_path
@@ -41,19 +42,37 @@ __all__ = ["ARTIFACTS", "CODE_VERSIONS", "DEVENV_CHECK", "GROUP", "REQUIRED_FILE
 
 
 def stage(run: BuildRun, asset: str) -> dg.MaterializeResult:
-    """Install into a fresh stage directory (unless the install is reused), then store it."""
+    """Install into a fresh stage directory (unless the install is reused), then store it.
+
+    The install steps are reused only when every one of them would be and the
+    stage directory is still what they left there (:mod:`fruix_dagster.guest.stage_stamp`);
+    otherwise the stage is removed and every step runs anew (``force``), so
+    a reused step can never stand for a directory that another install, a
+    person or a crash changed since.
+    """
     s = spec(asset)
     plan = run.plan()
+    transport = run.session.transport
     upstream_asset, upstream_step = s.installs_from  # type: ignore[misc]
     expect_upstream(run, upstream_asset, plan.steps[upstream_step].fingerprint)
-    stage_dir = f"{plan.build_root}/{s.stage_dir}"
-    if run.options.force or not run.session.steps.reusable(plan.steps[s.steps[0]]):
-        remove_tree(run.session.transport, plan.build_root, stage_dir)
-        remove_tree(run.session.transport, plan.build_root, plan.metalog(stage_dir))
+    stage_dir = plan.stage_dir(asset)
+    last = run.session.steps.step_dir(plan.steps[s.steps[-1]])
+    fresh = run.options.force or not all(run.session.steps.reusable(plan.steps[n]) for n in s.steps)
+    if not fresh:
+        differs = stage_differs(transport, plan.build_root, stage_dir, last)
+        if differs:
+            run.log.warning(f"{asset}: installing again: {differs}")
+            fresh = True
+    if fresh:
+        for path in (stage_dir, plan.metalog(stage_dir), stamp_path(stage_dir)):
+            remove_tree(transport, plan.build_root, path)
+        make_stage_root(transport, plan.build_root, plan.stage_root)
         if plan.no_root_user:
-            prepare_no_root_stage(run.session.transport, plan.build_root, stage_dir,
-                                  plan.metalog(stage_dir), plan.no_root_user)
-    outcomes = [run_make(run, step, plan) for step in s.steps]
+            prepare_no_root_stage(transport, plan.build_root, stage_dir, plan.metalog(stage_dir),
+                                  plan.no_root_user)
+    outcomes = [run_make(run, step, plan, force=fresh) for step in s.steps]
+    if fresh:
+        write_stamp(transport, plan.build_root, stage_dir, last)
     stored, root_size = collect_or_reuse(run, stage_dir, asset, outcomes, plan)
     return tree_result(run, stored, asset, {**stage_metadata(run, outcomes, stage_dir), **root_size})
 

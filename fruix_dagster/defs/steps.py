@@ -43,8 +43,10 @@ def eta_of(run: BuildRun, history_asset: str) -> Eta:
     return Eta.from_metadata(rec.metadata for rec in records)
 
 
-def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str | None = None) -> StepOutcome:
-    """Run one make step; with ``history_asset``, log the ETA from its past builds."""
+def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str | None = None,
+             force: bool = False) -> StepOutcome:
+    """Run one make step; with ``history_asset``, log the ETA from its past builds.
+    ``force`` (or the run's ``--force``) runs it anew even if a finished success could be reused."""
     b = run.settings.build
     log = run.log
     run.session.require_devenv()
@@ -75,7 +77,7 @@ def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str 
         return run_step(
             run.session.steps, step,
             limits=Limits(timeout_s=limit, silent_s=b.silent_timeout_minutes * 60),
-            on_marker=marker, on_info=log.info, force=run.options.force, busy_wait=limit, live=live,
+            on_marker=marker, on_info=log.info, force=run.options.force or force, busy_wait=limit, live=live,
         )
     except BuildError as exc:
         if not isinstance(exc.triage, Triage):

@@ -7,9 +7,13 @@ Kept under ``<build_root>``:
   directories leading to them.  Everything else under ``obj/`` goes: object
   trees of store items the guest no longer declares (built before the stable
   build path existed), of targets that were removed, of other build paths.
-* ``stage-world/`` and ``stage-kernel/`` with their ``.METALOG`` files (a
-  NO_ROOT install's owners, modes and flags); any other ``stage-*`` or
-  ``artifact-*`` directory (the harness's layout) goes.
+* ``stage/<target>/world`` and ``stage/<target>/kernel`` of every current
+  target on this guest, with their ``.METALOG`` (a NO_ROOT install's owners,
+  modes and flags) and ``.installed`` (:mod:`fruix_dagster.guest.stage_stamp`)
+  files.  The stages of targets no longer declared on this guest, anything
+  else in ``stage/``, and every ``stage-*`` or ``artifact-*`` entry (the
+  harness's layout, and the shared ``stage-world``/``stage-kernel`` of a build
+  root made before the stages were per target) go.
 * per step name, the step record that ``steps/<name>.current`` names and the
   newest ``build.keep_steps`` records in all (by their ``started`` time).
 
@@ -23,13 +27,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from fruix_dagster.graph import STAGES, spec
 from fruix_dagster.guest.fence import check_build_root, check_inside, remove_tree
 from fruix_dagster.guest.transport import Transport
 
-# $1 root, $2 keep_steps, then pairs: build path, TARGET.TARGET_ARCH.
-# Prints "<kind> <KiB> <path>" per removable entry (kind obj|stage|step).
+# $1 root, $2 keep_steps, $3 the current targets' names, $4 the entries kept in
+# stage/<target>/ (both newline-separated), then pairs: build path, TARGET.TARGET_ARCH.
+# Prints "<kind> <KiB> <path>" per removable entry (kind obj|stage|step|link).
 _PLAN = r'''
-root=$1 keep=$2; shift 2
+root=$1 keep=$2 targets=$3 kept=$4; shift 4
 LC_ALL=C; export LC_ALL
 [ -d "$root" ] && [ ! -L "$root" ] || exit 0
 NL='
@@ -60,11 +66,24 @@ if [ -d "$root/obj" ] && [ ! -L "$root/obj" ]; then
     done
   done
 fi
+gone() { if [ -L "$1" ]; then echo "link 0 $1"; else echo "stage $(size "$1") $1"; fi; }
 for c in "$root"/stage-* "$root"/artifact-*; do
   [ -e "$c" ] || [ -L "$c" ] || continue
-  case ${c##*/} in stage-world|stage-kernel|stage-world.METALOG|stage-kernel.METALOG) continue ;; esac
-  if [ -L "$c" ]; then echo "link 0 $c"; else echo "stage $(size "$c") $c"; fi
+  gone "$c"
 done
+if [ -L "$root/stage" ] || { [ -e "$root/stage" ] && [ ! -d "$root/stage" ]; }; then gone "$root/stage"
+elif [ -d "$root/stage" ]; then
+  list "$root/stage" | while IFS= read -r c; do
+    if is_in "${c##*/}" "$targets$NL" && [ -d "$c" ] && [ ! -L "$c" ]; then
+      list "$c" | while IFS= read -r e; do
+        if is_in "${e##*/}" "$kept$NL" && [ ! -L "$e" ]; then continue; fi
+        gone "$e"
+      done
+    else
+      gone "$c"
+    fi
+  done
+fi
 if [ -d "$root/steps" ] && [ ! -L "$root/steps" ]; then
   for d in "$root"/steps/*-*; do
     [ -d "$d" ] && [ ! -L "$d" ] || continue
@@ -86,14 +105,21 @@ class Removal:
     path: str
 
 
+#: what ``stage/<target>/`` holds: each stage, its NO_ROOT METALOG and its install stamp
+STAGE_ENTRIES: tuple[str, ...] = tuple(
+    name for asset in STAGES for d in (spec(asset).stage_dir,) for name in (d, f"{d}.METALOG", f"{d}.installed"))
+
+
 def plan_gc(transport: Transport, build_root: str, keep: Sequence[tuple[str, str]],
-            keep_steps: int) -> list[Removal]:
-    """What a gc would remove.  ``keep``: (build path, "TARGET.TARGET_ARCH") of every current target."""
+            keep_steps: int, targets: Sequence[str]) -> list[Removal]:
+    """What a gc would remove.  ``keep``: (build path, "TARGET.TARGET_ARCH") of every current
+    target; ``targets``: their names (whose ``stage/<name>/`` stays)."""
     root = check_build_root(build_root)
     if keep_steps < 1:
         raise ValueError("keep_steps must be at least 1")
     args = [a for pair in keep for a in pair]
-    res = transport.sh(_PLAN, root, str(keep_steps), *args).check(f"listing what the gc of {root} would remove")
+    res = transport.sh(_PLAN, root, str(keep_steps), "\n".join(targets), "\n".join(STAGE_ENTRIES),
+                       *args).check(f"listing what the gc of {root} would remove")
     out = []
     for line in res.stdout.decode("utf-8", "replace").splitlines():
         kind, kib, path = line.split(" ", 2)
@@ -103,9 +129,9 @@ def plan_gc(transport: Transport, build_root: str, keep: Sequence[tuple[str, str
 
 
 def collect(transport: Transport, build_root: str, keep: Sequence[tuple[str, str]], keep_steps: int,
-            *, dry_run: bool = False) -> list[Removal]:
+            *, targets: Sequence[str], dry_run: bool = False) -> list[Removal]:
     """Remove (or with ``dry_run`` only list) everything no current target needs."""
-    removals = plan_gc(transport, build_root, keep, keep_steps)
+    removals = plan_gc(transport, build_root, keep, keep_steps, targets)
     if not dry_run:
         for r in removals:
             if r.kind == "link":   # the link itself, never what it points to

@@ -27,7 +27,7 @@ from fruix_dagster.settings.messages import CONTROL, bad, expect, show, sub_key,
 #: make variables the product sets itself, with the reason shown to the user.
 RESERVED_MAKE_VARS: dict[str, str] = {
     "MAKEOBJDIRPREFIX": "fruix_dagster sets it to <build_root>/obj",
-    "DESTDIR": "fruix_dagster sets it to the stage directory (<build_root>/stage-world or stage-kernel)",
+    "DESTDIR": "fruix_dagster sets it to the stage directory (<build_root>/stage/<target>/world or …/kernel)",
     "TARGET": "it comes from [[target]].target",
     "TARGET_ARCH": "it comes from [[target]].target_arch",
     "KERNCONF": "it comes from [[target]].kernconf",
