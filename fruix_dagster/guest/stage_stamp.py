@@ -49,9 +49,12 @@ ino=$(ls -di "$stage" | awk '{ print $1 }')
 printf '%s\n%s\n' "$step" "$ino" > "$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
 '''
 
-# $1 root, $2 the stage root (<root>/stage/<target>): created, never through a symlink.
+# $1 root, $2 the stage root (<root>/stage/<target>): created (the build root too, as the
+# installs would), never through a symlink.
 _PARENT = r'''
 root=$1 dir=$2
+if [ -L "$root" ]; then echo "$root is a symlink"; exit 3; fi
+[ -d "$root" ] || mkdir -p "$root" || exit 1
 p=$root
 for c in $(printf '%s' "${dir#"$root"/}" | tr '/' ' '); do
   p=$p/$c
