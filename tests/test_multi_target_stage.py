@@ -17,7 +17,7 @@ import pytest
 from fruix_dagster.defs.records import latest
 from fruix_dagster.graph import KERNEL_FILE, STAGES
 from fruix_dagster.store.store import remove_entry
-from tests.conftest import make_local_build
+from tests.conftest import make_local_build, make_ssh_build
 from tests.independent import tree_facts
 
 TARGETS = [{"name": "generic", "guest": "local", "kernconf": "GENERIC"},
@@ -114,3 +114,22 @@ def test_a_stage_changed_since_its_install_is_installed_again(tmp_path, change):
     assert lb.run(select=["kernel_stage"]).success
     assert runs_of(root, "installkernel") == runs + 1
     assert recorded(lb, "amd64")["kernel_stage"]["tree_sha256"] == first["tree_sha256"]
+
+
+def test_over_ssh_the_stamp_check_runs_in_the_guests_sh(ssh_guest, tmp_path):
+    """The same checks through the SSH guest's dash and its tools; two targets, one altered stage."""
+    sb = make_ssh_build(tmp_path, ssh_guest,
+                        targets=[{**t, "guest": "fruix-amd64"} for t in TARGETS])
+    root = sb.build_root
+    assert sb.run("generic").success
+    generic = recorded(sb, "generic")["kernel_stage"]
+    assert sb.run("minimal").success
+    assert generic["guest_path"] == "/var/tmp/fruix-native-build/stage/generic/kernel"
+    runs = runs_of(root, "installkernel")
+    alter(stage_dir(root, "generic", "kernel_stage"))
+    drop_stored(generic)
+    assert sb.run("generic", select=["kernel_stage"]).success
+    assert recorded(sb, "generic")["kernel_stage"]["tree_sha256"] == generic["tree_sha256"]
+    assert runs_of(root, "installkernel") == runs + 1
+    assert sb.run("generic", select=["kernel_stage"]).success   # untouched now: reused
+    assert runs_of(root, "installkernel") == runs + 1
