@@ -157,3 +157,47 @@ def test_remove_tree_is_fenced(tmp_path):
     with pytest.raises(FenceError, match="itself a symlink"):
         remove_tree(t, str(linked_root), str(linked_root / "keep"))
     assert (precious / "keep").read_text() == "keep"
+
+
+def test_stream_follows_a_running_step_to_its_end_in_one_command(steps, tmp_path):
+    # prints in bursts with pauses: frames with bytes, frames without, then the end
+    script = "i=0; while [ $i -lt 6 ]; do printf 'line %s\\n' $i; i=$((i + 1)); sleep 0.3; done; exit 3"
+    launch = steps.launch(spec("s", script, cwd=str(tmp_path)))
+    got, statuses = b"", []
+    for status, data in steps.stream(launch.step_dir, 0, poll_s=0.2):
+        got += data
+        statuses.append(status)
+    last = statuses[-1]
+    assert (last.state, last.exit_status, last.log_size) == ("exited", 3, len(got))
+    assert got == b"".join(b"line %d\n" % i for i in range(6))
+    assert any(s.state == "running" for s in statuses)
+    assert last.elapsed is not None and last.elapsed >= 1
+    # resuming at any byte gives exactly the rest (what a reconnect does)
+    for off in (1, 7, len(got) - 1, len(got)):
+        rest = b"".join(d for _s, d in steps.stream(launch.step_dir, off, follow=False))
+        assert rest == got[off:], off
+
+
+def test_stream_ends_at_its_bound_and_a_new_one_resumes_at_the_offset(steps, tmp_path):
+    launch = steps.launch(spec("s", "echo a; sleep 2.5; echo b", cwd=str(tmp_path)))
+    t0 = time.monotonic()
+    first = list(steps.stream(launch.step_dir, 0, poll_s=0.2, bound_s=1))
+    assert time.monotonic() - t0 < 2.4
+    assert not first[-1][0].finished
+    off = sum(len(d) for _s, d in first)
+    assert b"".join(d for _s, d in first) == b"a\n"[:off]
+    rest = list(steps.stream(launch.step_dir, off, poll_s=0.2))
+    assert rest[-1][0].finished and rest[-1][0].exit_status == 0
+    assert b"".join(d for _s, d in first + rest) == b"a\nb\n"
+
+
+def test_stream_of_a_big_finished_log_comes_in_big_exact_pieces(steps, tmp_path):
+    from fruix_dagster.guest.detached import STREAM_CHUNK
+    launch = steps.launch(spec("s", "true", cwd=str(tmp_path)))
+    follow(steps, launch.step_dir)
+    log = Path(launch.log_path)
+    body = b"".join(b"%07d cc -c x.c\n" % i for i in range(1_500_000))   # ~24 MB
+    log.write_bytes(body)
+    pieces = [d for _s, d in steps.stream(launch.step_dir, 5, follow=False)]
+    assert b"".join(pieces) == body[5:]
+    assert max(map(len, pieces)) <= STREAM_CHUNK

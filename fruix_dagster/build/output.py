@@ -1,7 +1,7 @@
 """Where a make step's output goes on the host while the step is followed.
 
-The orchestrator already reads the guest's step log in big chunks (up to
-8 MiB per poll, see guest/detached.py) to find the ``>>>`` markers.
+The orchestrator already reads the guest's step log in big chunks (one
+stream per follow, pieces of up to 8 MiB, see guest/detached.py ``stream``) to find the ``>>>`` markers.
 :class:`StepOutput` hands each chunk, as it arrives, to
 
 * the **host copy** of the full log, ``<store.root>/logs/<target>/<step dir>.log``
@@ -20,11 +20,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterable
 
-Poll = Callable[[int, int], bytes]
-#: bytes read per call when copying a finished (reused) step's log
-COPY_CHUNK = 8 << 20
 
 
 def host_log_path(store_root: str | os.PathLike, target: str, step_dirname: str) -> Path:
@@ -101,16 +98,18 @@ class StepOutput:
             self._partial.unlink(missing_ok=True)
 
 
-def copy_log(poll: Poll, dest: Path) -> Path:
-    """Copy a finished step's whole log to ``dest`` (if it is not there yet) in big chunks."""
+def copy_log(chunks: Callable[[], Iterable[bytes]], dest: Path) -> Path:
+    """Copy a finished step's whole log to ``dest`` (if it is not there yet).
+
+    ``chunks()`` is called only when the copy is needed; it yields the log in
+    big pieces (run.py streams it over one guest command)."""
     if dest.exists():
         return dest
     out = StepOutput(dest, None, 0)
-    offset = 0
-    while True:
-        data = poll(offset, COPY_CHUNK)
-        if not data:
-            break
-        out.write(data)
-        offset += len(data)
+    try:
+        for data in chunks():
+            out.write(data)
+    except BaseException:
+        out.abandon()
+        raise
     return out.close()

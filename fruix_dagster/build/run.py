@@ -6,15 +6,15 @@ import re
 import shlex
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from fruix_dagster.build.buildconf import write_conf
 from fruix_dagster.build.make import MakeStep
 from fruix_dagster.build.markers import (LogScanner, Marker, marker_offsets, reported_seconds,
                                          stage_durations)
-from fruix_dagster.build.output import COPY_CHUNK, LiveLog, StepOutput, copy_log
+from fruix_dagster.build.output import LiveLog, StepOutput, copy_log
 from fruix_dagster.build.triage import Triage
-from fruix_dagster.errors import BuildError, StepTimeout
+from fruix_dagster.errors import BuildError, StepTimeout, TransportError
 from fruix_dagster.guest.detached import DetachedSteps, Launch
 
 
@@ -102,7 +102,7 @@ def run_step(
     if launch.action == "reused":
         status, _ = steps.poll(launch.step_dir, 0, 0)
         if live is not None:
-            host_log = str(copy_log(lambda off, n: steps.poll(launch.step_dir, off, n)[1], live.host_log))
+            host_log = str(copy_log(lambda: _chunks(steps, launch.step_dir, 0), live.host_log))
     else:
         out = live.open(f"===== {step.name}: {launch.action} in {launch.step_dir}\n"
                         f"===== {step.command}\n") if live is not None else None
@@ -131,61 +131,81 @@ def run_step(
             # The first error may be far from the end: read the whole log,
             # in big chunks, through the same scanner.
             scanner = LogScanner()
-            off = 0
-            while True:
-                _, data = steps.poll(launch.step_dir, off)
-                if not data:
-                    break
-                off += len(data)
+            for data in _chunks(steps, launch.step_dir, 0):
                 scanner.feed(data)
             scanner.finish()
         raise _failure(step, launch, status.state, outcome.exit_status, scanner)
     return outcome
 
 
+#: consecutive follow streams that may fail with a lost connection before no
+#: byte or status arrived between them (each reopen reconnects with backoff)
+STREAM_RETRIES = 5
+
+
 def _follow(steps: DetachedSteps, launch: Launch, step: MakeStep, scanner: LogScanner,
             limits: Limits, on_marker: Callable[[Marker, int | None], None] | None,
             out: StepOutput | None = None):
+    """Follow the step over streams (see DetachedSteps.stream) until it ends or a limit is hit.
+
+    A stream that ends at its bound, or whose connection is lost, is reopened
+    at the exact byte reached."""
     offset = 0
-    interval = 0.05
     last_growth = time.monotonic()
-    while True:
-        status, data = steps.poll(launch.step_dir, offset, COPY_CHUNK)
+    failures = 0
+    why = None
+    while why is None:
+        try:
+            for status, data in steps.stream(launch.step_dir, offset, poll_s=limits.poll_s):
+                failures = 0
+                if data:
+                    if out is not None:
+                        out.write(data)
+                    offset += len(data)
+                    last_growth = time.monotonic()
+                    for marker in scanner.feed(data):
+                        if on_marker:
+                            on_marker(marker, status.elapsed)
+                    if offset < status.log_size:
+                        continue          # the rest of this frame is on its way
+                if status.finished and offset >= status.log_size:
+                    for marker in scanner.finish():
+                        if on_marker:
+                            on_marker(marker, status.elapsed)
+                    return status
+                why = _over_limit(limits, status.elapsed, time.monotonic() - last_growth)
+                if why:
+                    break
+        except TransportError:
+            failures += 1
+            if failures > STREAM_RETRIES:
+                raise
+    steps.kill(launch.step_dir)
+    for data in _chunks(steps, launch.step_dir, offset):
+        if out is not None:
+            out.write(data)
+        scanner.feed(data)
+    scanner.finish()
+    triage = scanner.triage(launch.log_path, None)
+    raise StepTimeout(
+        f"{step.name} timed out: it {why}; its processes were stopped on the guest.\n"
+        + _details(step, triage),
+        exit_status=None, log_path=launch.log_path, triage=triage)
+
+
+def _over_limit(limits: Limits, elapsed: int | None, silent: float) -> str | None:
+    if limits.timeout_s is not None and elapsed is not None and elapsed > limits.timeout_s:
+        return f"ran {elapsed} s, over the wall-clock limit of {limits.timeout_s:g} s"
+    if limits.silent_s is not None and silent > limits.silent_s:
+        return f"printed nothing for {silent:.0f} s, over the silence limit of {limits.silent_s:g} s"
+    return None
+
+
+def _chunks(steps: DetachedSteps, step_dir: str, offset: int) -> Iterator[bytes]:
+    """The log from ``offset`` to its current end, in big pieces over one stream."""
+    for _status, data in steps.stream(step_dir, offset, follow=False):
         if data:
-            if out is not None:
-                out.write(data)
-            offset += len(data)
-            last_growth = time.monotonic()
-            for marker in scanner.feed(data):
-                if on_marker:
-                    on_marker(marker, status.elapsed)
-            if offset < status.log_size:
-                continue
-            interval = 0.05
-        if status.finished and offset >= status.log_size:
-            for marker in scanner.finish():
-                if on_marker:
-                    on_marker(marker, status.elapsed)
-            return status
-        why = None
-        if limits.timeout_s is not None and status.elapsed is not None and status.elapsed > limits.timeout_s:
-            why = f"ran {status.elapsed} s, over the wall-clock limit of {limits.timeout_s:g} s"
-        elif limits.silent_s is not None and time.monotonic() - last_growth > limits.silent_s:
-            why = f"printed nothing for {time.monotonic() - last_growth:.0f} s, over the silence limit of {limits.silent_s:g} s"
-        if why:
-            steps.kill(launch.step_dir)
-            _, rest = steps.poll(launch.step_dir, offset)
-            if out is not None:
-                out.write(rest)
-            scanner.feed(rest)
-            scanner.finish()
-            triage = scanner.triage(launch.log_path, None)
-            raise StepTimeout(
-                f"{step.name} timed out: it {why}; its processes were stopped on the guest.\n"
-                + _details(step, triage),
-                exit_status=None, log_path=launch.log_path, triage=triage)
-        time.sleep(interval)
-        interval = min(limits.poll_s, interval * 2)
+            yield data
 
 
 def _details(step: MakeStep, triage: Triage) -> str:

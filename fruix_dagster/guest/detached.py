@@ -27,7 +27,7 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from fruix_dagster.errors import GuestError
 from fruix_dagster.guest.fence import check_build_root
@@ -175,6 +175,51 @@ printf '%s %s %s %s %s %s\n' "$st" "$rc" "$size" "$n" "$(date +%s)" "${started:-
 if [ $n -gt 0 ]; then tail -c +$((off + 1)) "$d/log" | head -c "$n"; fi
 '''
 
+# $1 step dir, $2 offset, $3 "1": follow until the step ends or $5 guest
+# seconds pass, "0": one frame; $4 the sleeps after a frame without new bytes
+# (seconds, space-separated; the last one repeats).
+# Frames, one after another on stdout: the _POLL header line, then n log bytes.
+# One exec channel for the whole follow: the per-frame cost is a few forks on
+# the guest, and the bytes go out in one pipeline per frame however many.
+_FOLLOW = r'''
+d=$1 off=$2 follow=$3 sleeps=$4 bound=$5
+alive() { s=$(ps -p "$1" -o stat= 2>/dev/null) || return 1; case "$s" in ""|*Z*) return 1 ;; esac; }
+t0=$(date +%s)
+left=$sleeps
+while :; do
+  if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status")
+  elif [ -s "$d/pid" ] && alive "$(cat "$d/pid")"; then st=running; rc=-
+  elif [ -s "$d/pid" ]; then
+    if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status"); else st=vanished; rc=-; fi
+  else st=starting; rc=-
+  fi
+  size=$(wc -c < "$d/log" 2>/dev/null) || size=0
+  size=$((size + 0))
+  n=$((size - off))
+  [ $n -lt 0 ] && n=0
+  started=$(cat "$d/started" 2>/dev/null) || started=-
+  now=$(date +%s)
+  printf '%s %s %s %s %s %s\n' "$st" "$rc" "$size" "$n" "$now" "${started:--}"
+  if [ $n -gt 0 ]; then
+    if [ "$off" -eq 0 ]; then head -c "$n" "$d/log"
+    else tail -c +$((off + 1)) "$d/log" | head -c "$n"; fi
+    off=$size
+    left=$sleeps
+  fi
+  case $st in exited|vanished) exit 0 ;; esac
+  [ "$follow" = 1 ] || exit 0
+  [ $((now - t0)) -ge "$bound" ] && exit 0
+  if [ $n -eq 0 ]; then
+    s=${left%% *}
+    case $left in *" "*) left=${left#* } ;; esac
+    sleep "$s" 2>/dev/null || sleep 1
+  fi
+done
+'''
+
+#: bytes handed out per piece by DetachedSteps.stream
+STREAM_CHUNK = 8 << 20
+
 # $1 step dir.  Stops the wrapper and every descendant: SIGSTOP the whole tree
 # (so nobody is reparented while we look), then SIGKILL it.
 _KILL = r'''
@@ -209,6 +254,19 @@ for p in $seen; do
 done
 echo "killed$seen"
 '''
+
+
+def _frame_header(step_dir: str, head: bytes) -> tuple[StepStatus, int]:
+    try:
+        state, rc, size, n, now, started = head.decode().split(" ")
+        if state not in ("running", "exited", "vanished", "starting"):
+            raise ValueError(state)
+        return (StepStatus(state, None if rc == "-" else int(rc), int(size), int(now),
+                           None if started == "-" else int(started)), int(n))
+    except ValueError as exc:
+        raise GuestError(
+            f"following {step_dir}: expected '<state> <rc> <size> <n> <now> <started>' from the guest, "
+            f"got {head[:200]!r}") from exc
 
 
 class DetachedSteps:
@@ -290,6 +348,57 @@ class DetachedSteps:
             raise GuestError(
                 f"following {step_dir}: expected {n_bytes} log bytes from the guest, got {len(data)}")
         return status, data
+
+    def stream(self, step_dir: str, offset: int, *, follow: bool = True, poll_s: float = 1.0,
+               bound_s: float = 300.0) -> Iterator[tuple[StepStatus, bytes]]:
+        """Follow ``step_dir``'s log from byte ``offset`` over ONE guest command.
+
+        Yields ``(status, piece)``: each frame's log bytes in pieces of at most
+        STREAM_CHUNK (the status is that frame's, ``status.log_size`` the log's
+        size when the frame began, so ``offset + bytes so far == log_size``
+        means the frame is complete), and ``(status, b"")`` for a frame that
+        brought nothing new — at most every ``poll_s`` seconds, so the caller
+        can apply its time limits.  With ``follow`` it ends after the frame
+        that shows the step finished, or when ``bound_s`` guest seconds have
+        passed (the caller opens a new stream at its offset); without, after
+        one frame.  A lost connection raises TransportError from the transport;
+        bytes already yielded are exact, so resuming at the caller's offset is
+        correct.
+        """
+        sleeps, s = [], 0.05
+        while s < poll_s:
+            sleeps.append(f"{s:g}")
+            s *= 2
+        sleeps.append(f"{poll_s:g}")
+        argv = ["sh", "-c", _FOLLOW, "sh", step_dir, str(offset), "1" if follow else "0",
+                " ".join(sleeps), str(max(1, int(bound_s)))]
+        with self.transport.open_stream(argv) as src:
+            buf = b""
+            while True:
+                while (nl := buf.find(b"\n")) < 0:
+                    more = src.read(STREAM_CHUNK)
+                    if not more:
+                        if buf:
+                            raise GuestError(
+                                f"following {step_dir}: the guest's stream ended inside a status line: {buf[:200]!r}")
+                        return
+                    buf = buf + more if buf else more
+                status, n = _frame_header(step_dir, buf[:nl])
+                rest = memoryview(buf)[nl + 1:]
+                buf = b""
+                if n == 0:
+                    yield status, b""
+                while n > 0:
+                    if not rest:
+                        rest = memoryview(src.read(STREAM_CHUNK))
+                        if not rest:
+                            raise GuestError(
+                                f"following {step_dir}: expected {n} more log bytes from the guest, "
+                                f"the stream ended")
+                    piece, rest = rest[:n], rest[n:]
+                    n -= len(piece)
+                    yield status, bytes(piece)
+                buf = bytes(rest)
 
     def kill(self, step_dir: str) -> str:
         res = self.transport.sh(_KILL, step_dir)
