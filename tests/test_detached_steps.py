@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -46,7 +48,7 @@ def test_runs_detached_and_records_everything(steps, tmp_path):
     assert (d / "command").read_text().strip() == "sh -c 'echo out; echo err >&2; echo '\"'\"'>>> stage 1: x'\"'\"'; exit 7'"
     assert (d / "cwd").read_text().strip() == str(tmp_path)
     assert (d / "status").read_text().strip() == "7"
-    assert int((d / "finished").read_text()) >= int((d / "started").read_text())
+    assert float((d / "finished").read_text()) >= float((d / "started").read_text())
     assert steps.read_markers(launch.step_dir)[0][1] == ">>> stage 1: x"
     assert not (Path(steps.build_root) / ".lock").exists()
 
@@ -201,3 +203,43 @@ def test_stream_of_a_big_finished_log_comes_in_big_exact_pieces(steps, tmp_path)
     pieces = [d for _s, d in steps.stream(launch.step_dir, 5, follow=False)]
     assert b"".join(pieces) == body[5:]
     assert max(map(len, pieces)) <= STREAM_CHUNK
+
+
+def _marker_step(steps, tmp_path):
+    script = "echo '>>> stage 1: a'; sleep 0.3; echo '>>> stage 2: b'; sleep 0.3; echo '>>> stage 3: c'"
+    launch = steps.launch(spec("m", script, cwd=str(tmp_path)))
+    assert follow(steps, launch.step_dir)[0] == 0
+    return launch, steps.read_markers(launch.step_dir), steps.read_times(launch.step_dir)
+
+
+def test_markers_and_times_are_sub_second_where_date_has_N(steps, tmp_path):
+    from fruix_dagster.build.markers import stage_durations
+    launch, marks, (started, finished) = _marker_step(steps, tmp_path)
+    text = (Path(launch.step_dir) / "markers").read_text().split()
+    assert re.fullmatch(r"[0-9]+\.[0-9]{9}", text[0]), text
+    assert [t for _ts, t in marks] == [">>> stage 1: a", ">>> stage 2: b", ">>> stage 3: c"]
+    assert started <= marks[0][0] < marks[1][0] < marks[2][0] <= finished
+    # 0.3 s pauses: visible only with sub-second stamps
+    d = stage_durations(marks, finished)
+    assert 0.25 <= d["stage 1"] < 1.5 and 0.25 <= d["stage 2"] < 1.5, d
+    assert (Path(launch.step_dir) / "started").read_text().strip() != str(int(started))
+
+
+def test_markers_are_whole_seconds_where_date_lacks_N(steps, tmp_path, monkeypatch):
+    # a date(1) like FreeBSD's before %N: %N comes out as a literal N
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    real = shutil.which("date")
+    (bindir / "date").write_text(
+        "#!/bin/sh\n"
+        'case "$1" in *%N*) set -- "$(printf %s "$1" | sed s/%N/N/g)" ;; esac\n'
+        f'exec {real} "$@"\n')
+    (bindir / "date").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    launch, marks, (started, finished) = _marker_step(steps, tmp_path)
+    for line in (Path(launch.step_dir) / "markers").read_text().splitlines():
+        assert re.fullmatch(r"[0-9]+ >>> stage [123]: [abc]", line), line
+    assert re.fullmatch(r"[0-9]+", (Path(launch.step_dir) / "started").read_text().strip())
+    assert [t for _ts, t in marks] == [">>> stage 1: a", ">>> stage 2: b", ">>> stage 3: c"]
+    assert all(ts == int(ts) for ts, _t in marks)
+    assert started is not None and finished is not None and started <= marks[0][0] <= finished

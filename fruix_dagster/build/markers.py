@@ -168,7 +168,7 @@ def stage_durations(markers: list[tuple[float, str]], finished: float | None) ->
             continue
         nxt = heads[i + 1][0] if i + 1 < len(heads) else finished
         if nxt is not None:
-            out[m.label] = out.get(m.label, 0) + max(0, nxt - ts)
+            out[m.label] = round(out.get(m.label, 0) + max(0, nxt - ts), 3)
     return out
 
 
@@ -183,7 +183,7 @@ def marker_offsets(markers: list[tuple[float, str]], started: float | None) -> d
         label = classify(text).label
         seen[label] = seen.get(label, 0) + 1
         key = label if seen[label] == 1 else f"{label} ({seen[label]})"
-        out[key] = ts - started
+        out[key] = round(ts - started, 3)   # sub-second stamps: keep milliseconds
     return out
 
 

@@ -12,6 +12,8 @@ Protocol (identical for every transport; only POSIX sh, awk, ps on the guest)::
         markers                    "<epoch seconds> <line>" for every '>>> ' line
         pid                        wrapper pid (its children are the build)
         started  finished          epoch seconds
+    (epoch seconds: "1733100000.123456789" where the guest's date(1) has %N,
+    "1733100000" where it has not; read_markers/read_times take both)
         status                     exit status, written last (atomically)
         attempt-<n>/               earlier failed attempts, kept whole
 
@@ -24,6 +26,7 @@ restarted orchestrator resumes where it was.
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -84,18 +87,26 @@ _WRAPPER = r'''
 d=$1 lock=$2 cwd=$3; shift 3
 echo $$ > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
 echo $$ > "$lock/pid.tmp" && mv -f "$lock/pid.tmp" "$lock/pid"
-date +%s > "$d/started"
+# Sub-second times where the guest's date(1) has %N (GNU date; FreeBSD's
+# date.c formats through its strftime_ns(), which expands %N, since 14.1);
+# elsewhere %N comes out as something else and whole seconds are written.
+if date +%s.%N 2>/dev/null | grep -Eq '^[0-9]+[.][0-9]{9}$'; then frac=1; else frac=0; fi
+now() { if [ $frac = 1 ]; then date +%s.%N; else date +%s; fi; }
+now > "$d/started"
 # mawk (Debian's awk) reads a pipe in blocks: without -W interactive a quiet
 # step's first lines would sit in its buffer; FreeBSD's awk reads what is there.
 aw=awk
 if awk -W version 2>/dev/null | grep -q mawk; then aw="awk -W interactive"; fi
 {
   if cd "$cwd"; then "$@" </dev/null; echo $? > "$d/rc"; else echo 126 > "$d/rc"; fi
-} 2>&1 | $aw -v m="$d/markers" '
+} 2>&1 | $aw -v m="$d/markers" -v frac=$frac '
   { print; fflush() }
-  /^>>> / { srand(); t = srand(); print t, $0 > m; fflush(m) }
+  /^>>> / {
+    if (frac) { c = "date +%s.%N"; c | getline t; close(c) } else { srand(); t = srand() }
+    print t, $0 > m; fflush(m)
+  }
 ' > "$d/log"
-date +%s > "$d/finished"
+now > "$d/finished"
 st=$(cat "$d/rc" 2>/dev/null) || st=255
 echo "$st" > "$d/status.tmp" && mv -f "$d/status.tmp" "$d/status"
 rm -f "$lock/pid" "$lock/step"
@@ -256,13 +267,23 @@ echo "killed$seen"
 '''
 
 
+_EPOCH = re.compile(r"[0-9]+(?:[.][0-9]+)?")
+
+
+def _epoch(text: str) -> float:
+    """Epoch seconds as the step wrapper writes them: whole, or with a fraction."""
+    if not _EPOCH.fullmatch(text):
+        raise ValueError(f"not epoch seconds: {text!r}")
+    return float(text)
+
+
 def _frame_header(step_dir: str, head: bytes) -> tuple[StepStatus, int]:
     try:
         state, rc, size, n, now, started = head.decode().split(" ")
         if state not in ("running", "exited", "vanished", "starting"):
             raise ValueError(state)
         return (StepStatus(state, None if rc == "-" else int(rc), int(size), int(now),
-                           None if started == "-" else int(started)), int(n))
+                           None if started == "-" else int(_epoch(started))), int(n))
     except ValueError as exc:
         raise GuestError(
             f"following {step_dir}: expected '<state> <rc> <size> <n> <now> <started>' from the guest, "
@@ -338,7 +359,7 @@ class DetachedSteps:
         try:
             state, rc, size, n, now, started = head.decode().split(" ")
             status = StepStatus(state, None if rc == "-" else int(rc), int(size), int(now),
-                                None if started == "-" else int(started))
+                                None if started == "-" else int(_epoch(started)))
             n_bytes = int(n)
         except ValueError as exc:
             raise GuestError(
@@ -404,16 +425,17 @@ class DetachedSteps:
         res = self.transport.sh(_KILL, step_dir)
         return res.check(f"stopping {step_dir}").stdout.decode().strip()
 
-    def read_markers(self, step_dir: str) -> list[tuple[int, str]]:
-        """The step's '>>> ' lines with the epoch second they appeared."""
+    def read_markers(self, step_dir: str) -> list[tuple[float, str]]:
+        """The step's '>>> ' lines with the epoch time they appeared (sub-second
+        where the guest's date(1) has %N, whole seconds otherwise)."""
         res = self.transport.run(["cat", f"{step_dir}/markers"])
         if not res.ok:
             return []
         out = []
         for line in res.stdout.decode("utf-8", "replace").splitlines():
             ts, _, text = line.partition(" ")
-            if ts.isdigit():
-                out.append((int(ts), text))
+            if _EPOCH.fullmatch(ts):
+                out.append((float(ts), text))
         return out
 
     def read_command(self, step_dir: str) -> str:
@@ -421,11 +443,12 @@ class DetachedSteps:
         res = self.transport.run(["cat", f"{step_dir}/command"])
         return res.stdout.decode("utf-8", "replace").strip() if res.ok else ""
 
-    def read_times(self, step_dir: str) -> tuple[int | None, int | None]:
+    def read_times(self, step_dir: str) -> tuple[float | None, float | None]:
+        """The step's start and end, epoch seconds (None: not written)."""
         res = self.transport.sh('cat "$1/started" 2>/dev/null || echo -; cat "$1/finished" 2>/dev/null || echo -',
                                 step_dir)
         vals = res.stdout.decode().split()
-        conv = [int(v) if v.isdigit() else None for v in vals[:2]]
+        conv = [float(v) if _EPOCH.fullmatch(v) else None for v in vals[:2]]
         while len(conv) < 2:
             conv.append(None)
         return conv[0], conv[1]
