@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -243,3 +244,28 @@ def test_markers_are_whole_seconds_where_date_lacks_N(steps, tmp_path, monkeypat
     assert [t for _ts, t in marks] == [">>> stage 1: a", ">>> stage 2: b", ">>> stage 3: c"]
     assert all(ts == int(ts) for ts, _t in marks)
     assert started is not None and finished is not None and started <= marks[0][0] <= finished
+
+
+def _make_step(name: str, script: str, cwd: str):
+    from fruix_dagster.build.make import MakeStep
+    return MakeStep(name, ("sh", "-c", script), cwd, name[0] * 64)
+
+
+@pytest.mark.parametrize("limits, why", [
+    (dict(silent_s=1.0), "printed nothing for"),
+    (dict(timeout_s=1.0), "over the wall-clock limit of 1 s"),
+])
+def test_run_step_limits_stop_a_streamed_step_and_keep_its_log(steps, tmp_path, limits, why):
+    from fruix_dagster.build.run import Limits, run_step
+    from fruix_dagster.errors import StepTimeout
+    # prints a marker and an error, then stays silent (silence) or keeps printing (wall clock)
+    body = "sleep 20" if "silent_s" in limits else "i=0; while [ $i -lt 100 ]; do echo tick; i=$((i + 1)); sleep 0.2; done"
+    step = _make_step("quiet", f"echo '>>> stage 1: x'; echo 'x.c:1:2: error: boom'; {body}", str(tmp_path))
+    t0 = time.monotonic()
+    with pytest.raises(StepTimeout) as exc:
+        run_step(steps, step, limits=Limits(poll_s=0.2, **limits))
+    assert time.monotonic() - t0 < 15
+    assert why in str(exc.value)
+    assert "x.c:1:2: error: boom" in exc.value.triage.first_errors[0]
+    ps = subprocess.run(["ps", "-A", "-o", "args="], capture_output=True, text=True, check=True).stdout
+    assert not [p for p in ps.splitlines() if "echo 'x.c:1:2: error: boom'" in p]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -14,7 +15,7 @@ from fruix_dagster.build.markers import (LogScanner, Marker, marker_offsets, rep
                                          stage_durations)
 from fruix_dagster.build.output import LiveLog, StepOutput, copy_log
 from fruix_dagster.build.triage import Triage
-from fruix_dagster.errors import BuildError, StepTimeout, TransportError
+from fruix_dagster.errors import BuildError, GuestError, StepTimeout, TransportError
 from fruix_dagster.guest.detached import DetachedSteps, Launch
 
 
@@ -155,31 +156,39 @@ def _follow(steps: DetachedSteps, launch: Launch, step: MakeStep, scanner: LogSc
     failures = 0
     why = None
     while why is None:
+        frames = 0
         try:
-            for status, data in steps.stream(launch.step_dir, offset, poll_s=limits.poll_s):
-                failures = 0
-                if data:
-                    if out is not None:
-                        out.write(data)
-                    offset += len(data)
-                    last_growth = time.monotonic()
-                    for marker in scanner.feed(data):
-                        if on_marker:
-                            on_marker(marker, status.elapsed)
-                    if offset < status.log_size:
-                        continue          # the rest of this frame is on its way
-                if status.finished and offset >= status.log_size:
-                    for marker in scanner.finish():
-                        if on_marker:
-                            on_marker(marker, status.elapsed)
-                    return status
-                why = _over_limit(limits, status.elapsed, time.monotonic() - last_growth)
-                if why:
-                    break
+            with closing(steps.stream(launch.step_dir, offset, poll_s=limits.poll_s)) as stream:
+                for status, data in stream:
+                    frames += 1
+                    failures = 0
+                    if data:
+                        if out is not None:
+                            out.write(data)
+                        offset += len(data)
+                        last_growth = time.monotonic()
+                        for marker in scanner.feed(data):
+                            if on_marker:
+                                on_marker(marker, status.elapsed)
+                        if offset < status.log_size:
+                            continue          # the rest of this frame is on its way
+                    if status.finished and offset >= status.log_size:
+                        for marker in scanner.finish():
+                            if on_marker:
+                                on_marker(marker, status.elapsed)
+                        return status
+                    why = _over_limit(limits, status.elapsed, time.monotonic() - last_growth)
+                    if why:
+                        break
         except TransportError:
             failures += 1
             if failures > STREAM_RETRIES:
                 raise
+            continue
+        if frames == 0 and why is None:
+            raise GuestError(
+                f"following {launch.step_dir}: expected at least one status line from the guest's "
+                f"follow command, it printed nothing")
     steps.kill(launch.step_dir)
     for data in _chunks(steps, launch.step_dir, offset):
         if out is not None:
