@@ -156,13 +156,15 @@ def _build_through_queue(args: argparse.Namespace, instance) -> int:
 
 
 def cmd_store_gc(args: argparse.Namespace) -> int:
-    from fruix_dagster.defs.records import referenced_paths
+    from fruix_dagster.defs.records import referenced_logs, referenced_paths
     from fruix_dagster.settings import load_settings
     from fruix_dagster.store import ArtifactStore
+    from fruix_dagster.store.log_gc import GRACE_SECONDS, gc_logs
 
     settings = load_settings()
+    instance = _instance()
     store = ArtifactStore(settings.store.root, settings.store.keep)
-    referenced = referenced_paths(_instance(), settings.target_names)
+    referenced = referenced_paths(instance, settings.target_names)
     removed = store.gc(referenced, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for path in removed:
@@ -171,6 +173,14 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
     print(f"{verb} {len(removed)} entries; kept the newest {settings.store.keep} per asset and "
           f"target and every entry the latest materializations reference; {remaining} entries "
           f"remain in {store.root}")
+    logs = gc_logs(settings.store.root,
+                   referenced_logs(instance, settings.target_names, settings.store.keep),
+                   dry_run=args.dry_run)
+    for path in logs:
+        print(f"{verb} {path}")
+    print(f"{verb} {len(logs)} log copies; kept every log the newest {settings.store.keep} "
+          f"materializations per asset and target name (log_path), and those younger than "
+          f"{GRACE_SECONDS // 3600:g} h")
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from fruix_dagster.errors import FruixError
-from fruix_dagster.graph import ARTIFACTS
+from fruix_dagster.graph import ARTIFACTS, NAMES
 
 
 @dataclass(frozen=True)
@@ -84,4 +84,17 @@ def referenced_paths(instance: dg.DagsterInstance, partitions: tuple[str, ...] |
             rec = latest(instance, asset, partition)
             if rec is not None and rec.metadata.get("path"):
                 refs.add(str(rec.metadata["path"]))
+    return refs
+
+
+def referenced_logs(instance: dg.DagsterInstance, partitions: tuple[str, ...] | list[str],
+                    depth: int) -> set[str]:
+    """Host log copies (``log_path``, ``log_path:<step>``) named by the newest ``depth``
+    materializations of every asset and target: the logs the store's retention keeps."""
+    refs = set()
+    for asset in NAMES:
+        for partition in partitions:
+            for rec in recent(instance, asset, partition, depth):
+                refs.update(str(v) for k, v in rec.metadata.items()
+                            if (k == "log_path" or k.startswith("log_path:")) and v)
     return refs

@@ -7,12 +7,13 @@ from typing import Any, Mapping
 import dagster as dg
 from pydantic import PrivateAttr
 
-from fruix_dagster.defs.records import referenced_paths
+from fruix_dagster.defs.records import referenced_logs, referenced_paths
 from fruix_dagster.guest import buildroot_gc
 from fruix_dagster.defs.run_launcher import record_run_worker
 from fruix_dagster.errors import FruixError
 from fruix_dagster.session import GuestSession
 from fruix_dagster.store import ArtifactStore
+from fruix_dagster.store.log_gc import gc_logs
 from fruix_dagster.settings import Settings, load_settings
 
 
@@ -137,6 +138,11 @@ class FruixResource(dg.ConfigurableResource):
         removed = store.gc(referenced_paths(context.instance, settings.target_names))
         if removed and context.log is not None:
             context.log.info(f"store gc: removed {len(removed)} entries no longer kept")
+        logs = gc_logs(settings.store.root,
+                       referenced_logs(context.instance, settings.target_names, settings.store.keep))
+        if logs and context.log is not None:
+            context.log.info(f"store gc: removed {len(logs)} build log copies no kept "
+                             f"materialization names")
 
 
 def _log_error(context: dg.InitResourceContext, message: str) -> None:
