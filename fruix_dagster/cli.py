@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("store", help="the host artifact store: gc (retention policy), verify (stored trees)")
     store_sub = p.add_subparsers(dest="store_command", required=True)
-    g = store_sub.add_parser("gc", help="remove old store entries (keeps store.keep per asset and target)")
+    g = store_sub.add_parser("gc", help="remove old store entries and build log copies (keeps store.keep per asset and target)")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     g.set_defaults(func=cmd_store_gc)
     v = store_sub.add_parser("verify", help="re-hash stored trees against their manifests; exit 1 on any mismatch")
