@@ -103,3 +103,26 @@ def test_reused_step_reports_the_run_that_built_it(tmp_path):
     assert reused.stage_seconds == built.stage_seconds and "stage 4.4" in reused.stage_seconds
     assert reused.make_seconds == built.make_seconds is not None
     assert os.path.basename(reused.log_path) == "log"
+
+
+def test_a_src_conf_at_the_top_of_the_tree_is_neutralized_by_the_pinned_srcconf(tmp_path):
+    """share/mk/src.sys.mk (main, 15): ``.if exists(${SRCTOP}/src.conf) SRCCONF?=
+    ${SRCTOP}/src.conf``.  It is a ``?=``: the SRCCONF the product always passes
+    (the pinned file or /dev/null) wins, so the tree's own src.conf never takes
+    part -- as on FreeBSD with SRCCONF set.  Without SRCCONF the sample reads it
+    on 15 (not on 14, whose src.sys.mk has only ``SRCCONF?= /etc/src.conf``)."""
+    from tests.test_sample_src import run as make_run
+
+    src, root = copy_src(tmp_path / "src"), tmp_path / "root"
+    (src / "src.conf").write_text("WITHOUT_LIB32=yes\n")
+    shim = ">>> stage 4.3.1: building lib32 shim libraries"
+    assert "SRCCONF" not in os.environ
+    others = ("__MAKE_CONF=/dev/null", "SRC_ENV_CONF=/dev/null")
+    assert shim not in make_run("bmake", "buildworld", src, tmp_path / "o15", *others)
+    assert shim in make_run("bmake", "buildworld", src, tmp_path / "o14", "SAMPLE_RELEASE=14", *others)
+    assert shim in make_run("bmake", "buildworld", src, tmp_path / "o15b", "SRCCONF=/dev/null", *others)
+    steps = DetachedSteps(LocalTransport(), str(root))
+    out = log_of(run_step(steps, plan(root, src).steps["buildworld"]))
+    assert shim in out, "the tree's src.conf reached a build whose settings pin SRCCONF"
+    pinned = plan(root, src, BuildConf(src_conf="WITHOUT_LIB32=yes\n"))
+    assert shim not in log_of(run_step(steps, pinned.steps["buildworld"]))

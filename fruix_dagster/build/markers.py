@@ -32,6 +32,15 @@ _HEADER = re.compile(
     r"|Making hierarchy|Making distribution|Install check (?:world|kernel)"
     r"|Installing everything(?= started)|Installing everything(?= completed)"
     r"|Installing kernel \S+(?= on | completed on |$))")
+# tools/build/depend-cleanup.sh (main, 15.0), clean_world: the line it
+# prints (unboxed, no ">>> ") when the world's object tree has no
+# .clean_build_epoch or an other one than the source tree's and it runs
+# CLEANMK (make cleandir) there -- an incremental build that has become a
+# clean one.  (Its other form, "Cleaning up the temporary build tree", is the
+# bootstrap tools' own tree: the world's objects stay.)  The guest's step
+# wrapper records the line in the markers file next to the '>>> ' lines
+# (guest/detached.py), so a reused step knows it too.
+EPOCH_CLEAN_LINE = "Cleaning up the object tree"
 _DATES = re.compile(r"(?: started)? on [A-Z][a-z]{2} [A-Z][a-z]{2} .*$")
 _NUMBERS = re.compile(r"\d+")
 
@@ -42,7 +51,8 @@ class Marker:
 
     text: str
     #: stage | world-started | world-completed | kernel-started | kernel-completed |
-    #: header (another boxed header) | built-in | completed-in | other (unboxed)
+    #: header (another boxed header) | built-in | completed-in | other (unboxed) |
+    #: epoch-clean (depend-cleanup.sh cleaned the object tree)
     kind: str
     stage: str | None = None   # "4.2" for stage markers
     seconds: int | None = None # for "built in N seconds" / "completed in N seconds"
@@ -52,13 +62,15 @@ class Marker:
         """A name for the marker without its date: "stage 4.4", "Installing kernel GENERIC"."""
         if self.kind == "stage" and self.stage:
             return f"stage {self.stage}"
+        if self.kind == "epoch-clean":
+            return "Cleaning up the object tree (.clean_build_epoch)"
         text = _DATES.sub("", self.text[4:] if self.text.startswith(">>> ") else self.text)
         return _NUMBERS.sub("N", text) if self.kind in ("built-in", "completed-in") else text
 
     @property
     def is_header(self) -> bool:
         """A boxed header: it ends the stage before it (unboxed lines do not)."""
-        return self.kind not in ("built-in", "completed-in", "other")
+        return self.kind not in ("built-in", "completed-in", "other", "epoch-clean")
 
 
 def classify(line: str) -> Marker:
@@ -79,6 +91,8 @@ def classify(line: str) -> Marker:
         return Marker(line, "completed-in", seconds=int(m["secs"]))
     if _HEADER.match(line):
         return Marker(line, "header")
+    if line == EPOCH_CLEAN_LINE:
+        return Marker(line, "epoch-clean")
     return Marker(line, "other")
 
 
@@ -193,3 +207,9 @@ def reported_seconds(markers: list[tuple[float, str]]) -> int | None:
     secs = [classify(t).seconds for _, t in markers]
     found = [s for s in secs if s is not None]
     return sum(found) if found else None
+
+
+def epoch_cleaned(markers: list[tuple[float, str]]) -> bool:
+    """depend-cleanup.sh cleaned the world's object tree (a new .clean_build_epoch):
+    the step was a clean build whatever its WITH_CLEAN/WITHOUT_CLEAN said."""
+    return any(classify(t).kind == "epoch-clean" for _, t in markers)

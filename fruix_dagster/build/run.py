@@ -11,8 +11,8 @@ from typing import Callable, Iterator
 
 from fruix_dagster.build.buildconf import write_conf
 from fruix_dagster.build.make import MakeStep
-from fruix_dagster.build.markers import (LogScanner, Marker, marker_offsets, reported_seconds,
-                                         stage_durations)
+from fruix_dagster.build.markers import (LogScanner, Marker, epoch_cleaned, marker_offsets,
+                                         reported_seconds, stage_durations)
 from fruix_dagster.build.output import LiveLog, StepOutput, copy_log
 from fruix_dagster.build.triage import Triage
 from fruix_dagster.errors import BuildError, GuestError, StepTimeout, TransportError
@@ -36,6 +36,9 @@ class StepOutcome:
     make_seconds: int | None = None
     #: the full log's copy on the host (None without a LiveLog)
     host_log_path: str | None = None
+    #: depend-cleanup.sh removed the object tree (a new .clean_build_epoch in
+    #: the source): an incremental build that was in fact a clean one
+    epoch_clean: bool = False
 
     @property
     def command(self) -> str:
@@ -52,6 +55,19 @@ class StepOutcome:
             if m := re.fullmatch(r"-j(\d+)", a):
                 return int(m[1])
         return None
+
+    @property
+    def clean_build(self) -> str:
+        """How clean the build was: "requested" (WITH_CLEAN=yes in the command
+        that ran), "epoch" (incremental asked, but the object tree's
+        .clean_build_epoch was older than the source's, so it was removed), "no"."""
+        try:
+            argv = shlex.split(self.command)
+        except ValueError:
+            argv = []
+        if "WITH_CLEAN=yes" in argv:
+            return "requested"
+        return "epoch" if self.epoch_clean else "no"
 
     @property
     def ran_make(self) -> bool:
@@ -126,7 +142,7 @@ def run_step(
     outcome = StepOutcome(step, launch, status.exit_status if status.exit_status is not None else -1,
                           duration, stage_durations(marks, finished), offset,
                           marker_offsets(marks, started), steps.read_command(launch.step_dir),
-                          reported_seconds(marks), host_log)
+                          reported_seconds(marks), host_log, epoch_cleaned(marks))
     if status.state == "vanished" or outcome.exit_status != 0:
         if scanner.bytes_seen < status.log_size:
             # The first error may be far from the end: read the whole log,

@@ -66,6 +66,7 @@ def build_result(run: BuildRun, outcome: StepOutcome, extra: dict[str, Any] | No
         "make_reported_s": outcome.make_seconds if outcome.make_seconds is not None else -1,
         "step_fingerprint": outcome.step.fingerprint,
         "step_action": outcome.launch.action,
+        "clean_build": outcome.clean_build,
         "stage_seconds": dg.MetadataValue.json(outcome.stage_seconds),
         "marker_offsets": dg.MetadataValue.json(outcome.marker_offsets),
         **(extra or {}),

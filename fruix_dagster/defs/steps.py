@@ -37,10 +37,12 @@ def expect_upstream(run: BuildRun, asset: str, expected_fingerprint: str) -> Non
             f"for {run.target.name!r} first")
 
 
-def eta_of(run: BuildRun, history_asset: str) -> Eta:
-    """The expected duration of ``history_asset``'s step, from its earlier builds of this target."""
+def eta_of(run: BuildRun, history_asset: str, step_name: str = "") -> Eta:
+    """The expected duration of ``history_asset``'s step, from its earlier builds of this target
+    (for buildworld/buildkernel: earlier builds as clean as this one, build/eta.py)."""
     records = recent(run.context.instance, history_asset, run.target.name, limit=ETA_SEARCH)
-    return Eta.from_metadata(rec.metadata for rec in records)
+    clean = (run.options.clean or run.settings.build.clean) if step_name in ("buildworld", "buildkernel") else None
+    return Eta.from_metadata((rec.metadata for rec in records), clean=clean)
 
 
 def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str | None = None,
@@ -54,7 +56,7 @@ def run_make(run: BuildRun, step_name: str, plan: BuildPlan, history_asset: str 
     if src.get("build_path") not in (None, src["source_root"]):   # never build from a half-synced tree
         require_synced(run.session.transport, plan.build_root, src["store_hash"])
     run.fruix.note_built()
-    eta = eta_of(run, history_asset) if history_asset else Eta()
+    eta = eta_of(run, history_asset, step_name) if history_asset else Eta()
     if eta.total is not None:
         log.info(f"{step_name}: expected to take about {eta.total:.0f} s "
                  f"(median of the last {eta.samples} builds of {run.target.name})")

@@ -9,7 +9,8 @@ Protocol (identical for every transport; only POSIX sh, awk, ps on the guest)::
     <build_root>/steps/<name>-<fingerprint16>/
         command  cwd               what runs, shell-quoted, and where
         log                        stdout+stderr, complete
-        markers                    "<epoch seconds> <line>" for every '>>> ' line
+        markers                    "<epoch seconds> <line>" for every '>>> ' line and
+                                   depend-cleanup.sh's "Cleaning up the object tree"
         pid                        wrapper pid (its children are the build)
         started  finished          epoch seconds
     (epoch seconds: "1733100000.123456789" where the guest's date(1) has %N,
@@ -101,7 +102,7 @@ if awk -W version 2>/dev/null | grep -q mawk; then aw="awk -W interactive"; fi
   if cd "$cwd"; then "$@" </dev/null; echo $? > "$d/rc"; else echo 126 > "$d/rc"; fi
 } 2>&1 | $aw -v m="$d/markers" -v frac=$frac '
   { print; fflush() }
-  /^>>> / {
+  /^>>> / || /^Cleaning up the object tree$/ {
     if (frac) { c = "date +%s.%N"; c | getline t; close(c) } else { srand(); t = srand() }
     print t, $0 > m; fflush(m)
   }

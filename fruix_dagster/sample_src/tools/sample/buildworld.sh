@@ -158,13 +158,16 @@ echo "===> generated $WORLDMK"
 header "stage 1.2: bootstrap tools"
 # main/15.0 _bootstrap-tools runs _cleanobj_fast_depend_hack first when not
 # cleaning; every release runs it again from _cleanobj.
+# There it runs under BMAKE, whose object tree is the bootstrap tools' own
+# (BMAKEENV: MAKEOBJDIRPREFIX=${WORLDTMP}/obj-tools).
 if [ "$REL" = 15 ] && [ "$MK_CLEAN" != yes ]; then
-	echo ">>> Deleting stale dependencies..."
+	depend_cleanup "$WORLDTMP/obj-tools" || :
 fi
 submake "$WORLDMK" bootstrap-tools
 
-if [ "$MK_CLEAN" = yes ]; then
-	header "stage 2.1: cleaning up the object tree"
+# clean_objects: make cleandir from the top (Makefile.inc1 ${CLEANDIR}):
+# every world object directory goes; WORLDTMP and the kernel's do not.
+clean_objects() {
 	for _x in "$OBJTOP"/*; do
 		case $_x in
 		"$WORLDTMP" | "$OBJTOP/sys" | "$OBJTOP/*") ;;
@@ -174,6 +177,21 @@ if [ "$MK_CLEAN" = yes ]; then
 			;;
 		esac
 	done
+}
+if [ "$MK_CLEAN" = yes ]; then
+	header "stage 2.1: cleaning up the object tree"
+	clean_objects
+	# Assumed, not read in the stored Makefile.inc1 (the index holds an
+	# older one): a clean build leaves the source epoch in the object tree,
+	# so the next incremental build is not cleaned again.
+	_epoch=$(extract_epoch "$SRCTOP/.clean_build_epoch")
+	if [ "$REL" = 15 ] && [ -n "$_epoch" ]; then
+		mkdir -p "$WORLDTMP/obj-tools"
+		echo "$_epoch" >"$OBJTOP/.clean_build_epoch"
+		echo "$_epoch" >"$WORLDTMP/obj-tools/.clean_build_epoch"
+	fi
+elif [ "$REL" = 15 ]; then
+	depend_cleanup "$OBJTOP" objects || :
 else
 	echo ">>> Deleting stale dependencies..."
 fi

@@ -34,14 +34,23 @@ conf_assignments() {
 # read_confs: the files share/mk reads before any target runs, in its
 # order: SRC_ENV_CONF (src.sys.env.mk, default /etc/src-env.conf),
 # __MAKE_CONF (sys.mk, /etc/make.conf), SRCCONF (src.sys.mk,
-# /etc/src.conf).  A knob assigned there is defined unless the command line
+# /etc/src.conf, or on 15 ${SRCTOP}/src.conf when the tree has one).  A knob assigned there is defined unless the command line
 # or environment defined it already (those win in make).  CFLAGS from
 # make.conf reach every compile.  src.conf may not set environment-only
 # options (src.sys.mk: __ENV_ONLY_OPTIONS).
 read_confs() {
 	_env_conf=${SRC_ENV_CONF-/etc/src-env.conf}
 	_make_conf=${__MAKE_CONF-/etc/make.conf}
-	_src_conf=${SRCCONF-/etc/src.conf}
+	# src.sys.mk of main/15: ".if exists(${SRCTOP}/src.conf) SRCCONF?=
+	# ${SRCTOP}/src.conf .else SRCCONF?= /etc/src.conf": a src.conf at the
+	# top of the source tree replaces /etc/src.conf, and a SRCCONF given in
+	# the environment or on the command line replaces both (?=).  13.x and
+	# 14.x read only SRCCONF?= /etc/src.conf.
+	if [ "$REL" = 15 ] && [ -f "$SRCTOP/src.conf" ]; then
+		_src_conf=${SRCCONF-$SRCTOP/src.conf}
+	else
+		_src_conf=${SRCCONF-/etc/src.conf}
+	fi
 	for _f in "$_env_conf" "$_make_conf" "$_src_conf"; do
 		[ -n "$_f" ] || continue
 		_list=$(conf_assignments "$_f")
@@ -213,4 +222,55 @@ fail_install() {
 	compat_failed 3 "$SRCTOP/$2" 71
 	compat_failed 2 "$SRCTOP" 1
 	compat_failed 1 "$SRCTOP" 1
+}
+
+# depend_cleanup OBJTREE [objects]: what Makefile.inc1's
+# _cleanobj_fast_depend_hack prints and does on main and 15.0: '>>> Deleting
+# stale dependencies...', then tools/build/depend-cleanup.sh OBJTREE SRCTOP.
+# Its check_epoch compares the epoch of ${SRCTOP}/.clean_build_epoch
+# (extract_epoch: the last line whose first word is a number > 0) with
+# OBJTREE/.clean_build_epoch; a missing or different one runs clean_world:
+#   - without CLEANMK: "Cleaning up the temporary build tree", rm -rf OBJTREE;
+#   - with CLEANMK (the call "after legacy/bootstrap tools ... since we're
+#     generally in the temporary tree's ancestor"): "Cleaning up the object
+#     tree" and make CLEANMK (cleandir) instead -- here: clean_objects;
+# then writes the source epoch into OBJTREE/.clean_build_epoch and exits 0.
+# No source epoch: err "Malformed .clean_build_epoch; please validate the
+# last line" (warn prefixes "depend-cleanup.sh:"), and the build stops.
+# Returns 0 when it cleaned, 1 when it kept the objects.
+# (freebsd/freebsd-src tools/build/depend-cleanup.sh: extract_epoch,
+# clean_world, check_epoch.  Where Makefile.inc1 calls it with CLEANMK is
+# inferred from that comment: the stored Makefile.inc1 predates the script.
+# 13.x and 14.x here have no epoch check: their sources were not checked.)
+extract_epoch() {
+	[ -s "$1" ] || return 0
+	awk 'int($1) > 0 { epoch = $1 } END { print epoch }' "$1"
+}
+depend_cleanup() {
+	echo ">>> Deleting stale dependencies..."
+	_srcepoch=$(extract_epoch "$SRCTOP/.clean_build_epoch")
+	if [ -z "$_srcepoch" ]; then
+		echo "depend-cleanup.sh: Malformed .clean_build_epoch; please validate the last line" >&2
+		if jobs_mode; then
+			job_failed 1 "$SRCTOP" buildworld _cleanobj_fast_depend_hack 1
+		else
+			compat_failed 1 "$SRCTOP" 1
+		fi
+		exit 1
+	fi
+	_objepoch=$(extract_epoch "$1/.clean_build_epoch")
+	if [ -n "$_objepoch" ] && [ "$_srcepoch" -eq "$_objepoch" ]; then
+		return 1
+	fi
+	# (clean_world's "run" echoes the command only with -v.)
+	if [ "${2:-}" = objects ]; then
+		echo "Cleaning up the object tree"
+		clean_objects
+	else
+		echo "Cleaning up the temporary build tree"
+		rm -rf "$1"
+	fi
+	mkdir -p "$1"
+	echo "$_srcepoch" >"$1/.clean_build_epoch"
+	return 0
 }
