@@ -132,6 +132,9 @@ def test_rematerializing_builds_reuses_finished_steps(built: LocalBuild):
     assert step_records(built.build_root) == before_steps
     meta = latest(built.instance, "world_build", "amd64").metadata
     assert meta["step_action"] == "reused"
+    # from the run that built it: its object tree had no .clean_build_epoch yet, so
+    # depend-cleanup.sh cleaned it (tests/test_clean_epoch.py)
+    assert meta["clean_build"] == "epoch"
 
 
 def test_failing_kernel_stage(tmp_path):

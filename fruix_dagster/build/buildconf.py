@@ -21,6 +21,13 @@ MAKEFLAGS for some of its stages.  The settings say what each file holds
 them into ``<build_root>/conf/`` and passes those paths, or ``/dev/null``
 for a file the settings leave empty, so the guest's own /etc files never
 take part.  Their contents are part of every step fingerprint.
+
+Since 15, src.sys.mk (and its copy in sys/conf/kern.pre.mk) also reads a
+``src.conf`` at the top of the source tree: ``.if exists(${SRCTOP}/src.conf)
+SRCCONF?= ${SRCTOP}/src.conf .else SRCCONF?= /etc/src.conf .endif``.  That
+is a ``?=`` too: the SRCCONF passed here (the pinned file or /dev/null)
+wins, so a tree's own src.conf never takes part -- the settings' ``src_conf``
+is the one src.conf of a build (tests/test_buildconf.py).
 """
 
 from __future__ import annotations
