@@ -88,6 +88,9 @@ def test_the_product_reports_an_epoch_clean_build(tmp_path):
                                        source_hash="c" * 64, target="amd64", target_arch="amd64",
                                        kernconf="GENERIC", clean=True).steps["buildworld"])
     assert clean.clean_build == "requested"
+    # Makefile.inc1 runs depend-cleanup.sh only when not cleaning: a clean build
+    # leaves the epoch it found (here: the one the "c" build wrote) untouched.
+    assert (Path(f"{root}/obj{src.resolve()}/amd64.amd64") / ".clean_build_epoch").read_text() == "20261201\n"
 
 
 def test_eta_counts_only_builds_as_clean_as_the_coming_one():

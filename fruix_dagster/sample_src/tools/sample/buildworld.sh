@@ -157,9 +157,11 @@ echo "===> generated $WORLDMK"
 
 header "stage 1.2: bootstrap tools"
 # main/15.0 _bootstrap-tools runs _cleanobj_fast_depend_hack first when not
-# cleaning; every release runs it again from _cleanobj.
-# There it runs under BMAKE, whose object tree is the bootstrap tools' own
-# (BMAKEENV: MAKEOBJDIRPREFIX=${WORLDTMP}/obj-tools).
+# cleaning ("${BMAKE} _NO_INCLUDE_COMPILERMK=t _cleanobj_fast_depend_hack",
+# Makefile.inc1 of hitmoon/fb16-loongarch, a 16.0-CURRENT tree); every
+# release runs it again from _cleanobj.  Under BMAKE its OBJTOP is the
+# bootstrap tools' own tree (here ${WORLDTMP}/obj-tools, where BMAKEENV
+# puts MAKEOBJDIRPREFIX -- not re-read for this change).
 if [ "$REL" = 15 ] && [ "$MK_CLEAN" != yes ]; then
 	depend_cleanup "$WORLDTMP/obj-tools" || :
 fi
@@ -181,15 +183,10 @@ clean_objects() {
 if [ "$MK_CLEAN" = yes ]; then
 	header "stage 2.1: cleaning up the object tree"
 	clean_objects
-	# Assumed, not read in the stored Makefile.inc1 (the index holds an
-	# older one): a clean build leaves the source epoch in the object tree,
-	# so the next incremental build is not cleaned again.
-	_epoch=$(extract_epoch "$SRCTOP/.clean_build_epoch")
-	if [ "$REL" = 15 ] && [ -n "$_epoch" ]; then
-		mkdir -p "$WORLDTMP/obj-tools"
-		echo "$_epoch" >"$OBJTOP/.clean_build_epoch"
-		echo "$_epoch" >"$WORLDTMP/obj-tools/.clean_build_epoch"
-	fi
+	# A clean build writes no .clean_build_epoch (only depend-cleanup.sh
+	# does, and _cleanobj runs it only when not cleaning): an object tree
+	# that has only seen clean builds is cleaned again by the first
+	# incremental one, as on FreeBSD.
 elif [ "$REL" = 15 ]; then
 	depend_cleanup "$OBJTOP" objects || :
 else

@@ -239,9 +239,11 @@ fail_install() {
 # last line" (warn prefixes "depend-cleanup.sh:"), and the build stops.
 # Returns 0 when it cleaned, 1 when it kept the objects.
 # (freebsd/freebsd-src tools/build/depend-cleanup.sh: extract_epoch,
-# clean_world, check_epoch.  Where Makefile.inc1 calls it with CLEANMK is
-# inferred from that comment: the stored Makefile.inc1 predates the script.
-# 13.x and 14.x here have no epoch check: their sources were not checked.)
+# clean_world, check_epoch; Makefile.inc1 of hitmoon/fb16-loongarch, a
+# 16.0-CURRENT tree: _cleanobj without MK_CLEAN runs 'env CLEANMK=
+# "_NO_INCLUDE_COMPILERMK=t ${CLEANDIR}" ${WMAKE} _cleanobj_fast_depend_hack',
+# _bootstrap-tools runs it under BMAKE without CLEANMK.  13.x and 14.x here
+# have no epoch check: their sources were not checked for one.)
 extract_epoch() {
 	[ -s "$1" ] || return 0
 	awk 'int($1) > 0 { epoch = $1 } END { print epoch }' "$1"
