@@ -167,12 +167,17 @@ if [ "$REL" = 15 ] && [ "$MK_CLEAN" != yes ]; then
 fi
 submake "$WORLDMK" bootstrap-tools
 
-# clean_objects: make cleandir from the top (Makefile.inc1 ${CLEANDIR}):
-# every world object directory goes; WORLDTMP and the kernel's do not.
+# clean_objects [world]: make cleandir from the top (Makefile.inc1
+# ${CLEANDIR}): every world object directory goes; WORLDTMP and the kernel's
+# do not.  Stage 2.1 also runs it with LIB${LIBCOMPAT}WMAKE (the lib32
+# objects go too); depend-cleanup.sh's CLEANMK runs only the world's
+# ("world": obj-lib32 stays).
 clean_objects() {
+	_keep=
+	[ "${1:-}" = world ] && _keep=$OBJTOP/obj-lib32
 	for _x in "$OBJTOP"/*; do
 		case $_x in
-		"$WORLDTMP" | "$OBJTOP/sys" | "$OBJTOP/*") ;;
+		"$WORLDTMP" | "$OBJTOP/sys" | "$OBJTOP/*" | "$_keep") ;;
 		*)
 			echo "rm -rf $_x"
 			rm -rf "$_x"

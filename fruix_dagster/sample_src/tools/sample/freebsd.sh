@@ -267,7 +267,7 @@ depend_cleanup() {
 	# (clean_world's "run" echoes the command only with -v.)
 	if [ "${2:-}" = objects ]; then
 		echo "Cleaning up the object tree"
-		clean_objects
+		clean_objects world
 	else
 		echo "Cleaning up the temporary build tree"
 		rm -rf "$1"
