@@ -57,7 +57,8 @@ def test_src_conf_changes_fingerprints_and_rebuilds(tmp_path):
 
 def test_the_guests_own_configuration_does_not_reach_a_pinned_build(tmp_path, monkeypatch):
     """The guest's configuration (here: SRCCONF/__MAKE_CONF in the environment the
-    guest's processes start with, pointing at its own files) is overridden."""
+    guest's processes start with, pointing at its own files) is overridden.  The
+    guest's real /etc/src.conf and /etc/make.conf: tests/test_guest_etc_conf.py."""
     src, root = copy_src(tmp_path / "src"), tmp_path / "root"
     guest_conf = tmp_path / "guest-src.conf"
     guest_conf.write_text("WITHOUT_LIB32=yes\nWITH_CLEAN=yes\n")

@@ -77,6 +77,12 @@ login shell ``dash``
     even key logins to a ``!``-locked account) or the SHA-512 hash of
     ``password`` is bind mounted over ``/etc/shadow``.
 
+``/etc``
+    an overlayfs over the host's ``/etc`` (upper and work dir in the state
+    directory): the guest may write its own ``/etc/src.conf``,
+    ``/etc/make.conf``, ``/etc/src-env.conf`` (as root, like any FreeBSD
+    machine) without touching the host's ``/etc``.
+
 ``cc``, ``make``, ``ld``, ``sha256sum``
     the host's, found on sshd's default ``PATH``.  No ``sha256`` command is
     added (the product falls back to ``sha256sum``).
@@ -93,6 +99,8 @@ Everything writable lives under ``state_dir`` on the host and survives
       sshd_config  sshd.log (sshd -E)  setup.log (namespace set-up stderr)
       port         the TCP port, reused on restart while it is free
       etc/         passwd, shadow (bound over /etc/passwd, /etc/shadow)
+      etc-upper/ etc-work/   the /etc overlay (writes to the guest's /etc, e.g.
+                   /etc/src.conf, land here; the host's /etc is never written)
       var-tmp/     bound over /var/tmp   (the build root
                                           /var/tmp/fruix-native-build lives here)
       frx/         bound over /frx       (frx/store/... ; /frx/store read-only)
@@ -369,7 +377,8 @@ class SshGuest:
             os.mkdir("/frx", 0o755)  # empty mount point; the guest's own /frx is bound over it
 
         s = self.state_dir
-        for sub in ("keys", "etc", "var-tmp", "frx/store", "var-log", "usr-upper/bin", "usr-upper/share", "usr-work",
+        for sub in ("keys", "etc", "etc-upper", "etc-work", "var-tmp", "frx/store", "var-log", "usr-upper/bin",
+                    "usr-upper/share", "usr-work",
                     "run/sshd", "run/lock", "run/current-system/metadata",
                     "run/current-system/development-profile/usr/include",
                     "run/current-system/development-profile/usr/share/mk"):
@@ -379,6 +388,12 @@ class SshGuest:
         os.chmod(s / "run" / "lock", 0o1777)
         _force_symlink(DEV_PROFILE, s / "run" / "current-development")
 
+        # /etc overlay upper: files the host has bind mounted onto /etc (a container's
+        # hosts, resolv.conf, hostname) would show their underlying copies through the
+        # overlay; their current contents go into the upper dir instead.
+        for name in ("hosts", "resolv.conf", "hostname"):
+            if os.path.isfile(f"/etc/{name}"):
+                shutil.copyfile(f"/etc/{name}", s / "etc-upper" / name)
         # /usr overlay upper: the Fruix compatibility links and tar -> bsdtar
         _force_symlink(f"{DEV_PROFILE}/usr/include", s / "usr-upper" / "include")
         _force_symlink(f"{DEV_PROFILE}/usr/share/mk", s / "usr-upper" / "share" / "mk")
@@ -512,6 +527,9 @@ Subsystem sftp internal-sftp
             f"mount -o bind,ro {q(os.path.realpath(self.mk_dir))} {profile}/usr/share/mk",
             "mount -t overlay fruix-usr -o " + q(
                 f"lowerdir=/usr,upperdir={s / 'usr-upper'},workdir={s / 'usr-work'}") + " /usr",
+            # a private, writable /etc: the guest's /etc/src.conf, /etc/make.conf... are its own
+            "mount -t overlay fruix-etc -o " + q(
+                f"lowerdir=/etc,upperdir={s / 'etc-upper'},workdir={s / 'etc-work'}") + " /etc",
             f"mount --bind {q(str(s / 'etc' / 'passwd'))} /etc/passwd",
             f"mount --bind {q(str(s / 'etc' / 'shadow'))} /etc/shadow",
             f"{SSHD} -t -f {q(str(self.sshd_config))}",
