@@ -69,7 +69,7 @@ def test_a_malformed_epoch_file_stops_the_build(tmp_path):
 
 def plan(root: Path, src: Path, source_hash: str):
     return plan_build(build_root=str(root), make="bmake", jobs=2, source_root=str(src),
-                      source_hash=source_hash, target="amd64", target_arch="amd64", kernconf="GENERIC")
+                      source_hash=source_hash, target_name="amd64", target="amd64", target_arch="amd64", kernconf="GENERIC")
 
 
 def test_the_product_reports_an_epoch_clean_build(tmp_path):
@@ -91,7 +91,7 @@ def test_the_product_reports_an_epoch_clean_build(tmp_path):
     third = run_step(steps, plan(root, src, "c" * 64).steps["buildworld"])
     assert third.ran_make and third.clean_build == "no"
     clean = run_step(steps, plan_build(build_root=str(root), make="bmake", jobs=2, source_root=str(src),
-                                       source_hash="c" * 64, target="amd64", target_arch="amd64",
+                                       source_hash="c" * 64, target_name="amd64", target="amd64", target_arch="amd64",
                                        kernconf="GENERIC", clean=True).steps["buildworld"])
     assert clean.clean_build == "requested"
     # Makefile.inc1 runs depend-cleanup.sh only when not cleaning: a clean build

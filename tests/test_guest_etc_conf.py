@@ -54,7 +54,7 @@ def test_the_guests_etc_src_conf_does_not_reach_a_pinned_build(ssh_guest):
     try:
         steps = DetachedSteps(t, ROOT)
         plan = plan_build(build_root=ROOT, make="bmake", jobs=2, source_root=ssh_guest.source_root,
-                          source_hash=ssh_guest.store_hash, target="amd64", target_arch="amd64",
+                          source_hash=ssh_guest.store_hash, target_name="amd64", target="amd64", target_arch="amd64",
                           kernconf="GENERIC", conf=BuildConf())
         outcome = run_step(steps, plan.steps["buildworld"])
         log = ssh_guest.guest_path(outcome.log_path).read_text()
