@@ -197,3 +197,44 @@ def test_compat_failing_command_line_is_a_cause(chunk: int) -> None:
     assert t.first_errors == ("cp: /stage/usr/include/stdio.h: No space left on device", "*** Error code 1")
     assert t.stopped_in == "/usr/src/include"
     assert t.stage == f">>> Installing everything started on {D}"
+
+
+# A real 15.0 buildkernel failure under -j (riscv64-unknown-freebsd15.0, bmake
+# 20250804), the tail a user posted verbatim (search index id 68404767865; the
+# cc lines were shortened there already): the compiler's fatal error, the jobs-mode
+# "*** [t] Error code N", 'stopped making "t" in DIR' with the error count,
+# time(1)'s line in between, and make without [N] at the top.
+REAL_15_KERNEL = """\
+--- ofw_cpu.o ---
+cc -target riscv64-unknown-freebsd15.0 ... /usr/src/sys/dev/ofw/ofw_cpu.c
+--- ofw_fdt.o ---
+--- ofw_cpu.o ---
+In file included from /usr/src/sys/dev/ofw/ofw_cpu.c:46:
+/usr/src/sys/dev/clk/clk.h:36:10: fatal error: 'clknode_if.h' file not found
+   36 | #include "clknode_if.h"
+      |          ^~~~~~~~~~~~~~
+--- ofw_fdt.o ---
+cc -target riscv64-unknown-freebsd15.0 ... /usr/src/sys/dev/ofw/ofw_fdt.c
+--- ofw_cpu.o ---
+1 error generated.
+*** [ofw_cpu.o] Error code 1
+
+make[2]: stopped making "all" in /usr/obj/usr/src/riscv.riscv64/sys/SMOLFIRE-VM
+make[2]: 1 error
+
+make[2]: stopped making "all" in /usr/obj/usr/src/riscv.riscv64/sys/SMOLFIRE-VM
+        6.96 real        14.40 user         1.15 sys
+
+make[1]: stopped making "buildkernel" in /usr/src
+
+make: stopped making "buildkernel" in /usr/src
+"""
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_a_real_15_kernel_failure(chunk: int) -> None:
+    t = triage_of(REAL_15_KERNEL, chunk)
+    assert t.first_errors == ("/usr/src/sys/dev/clk/clk.h:36:10: fatal error: 'clknode_if.h' file not found",
+                              "*** [ofw_cpu.o] Error code 1")
+    assert t.stopped_in == "/usr/obj/usr/src/riscv.riscv64/sys/SMOLFIRE-VM"
+    assert t.stage is None   # the excerpt holds no stage header
