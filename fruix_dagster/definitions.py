@@ -9,7 +9,8 @@ from fruix_dagster.defs.history import history_assets, history_checks, history_j
 from fruix_dagster.defs.jobs import build_job
 from fruix_dagster.defs.notify import notify_sensors, summary_job, summary_schedules
 from fruix_dagster.defs.resources import BuildOptions, FruixResource
-from fruix_dagster.defs.schedules import history_after_build_sensor, nightly_schedule, source_change_sensor
+from fruix_dagster.defs.observation import guest_source_asset, source_change_sensor
+from fruix_dagster.defs.schedules import history_after_build_sensor, nightly_schedule
 from fruix_dagster.errors import ConfigError
 from fruix_dagster.settings import EMBEDDED_SOURCE, Settings, load_settings
 
@@ -21,7 +22,7 @@ def make_definitions(settings: Settings) -> dg.Definitions:
     build = build_job(settings, partitions)
     summary = summary_job(settings)
     return dg.Definitions(
-        assets=[*build_assets(partitions, settings), *history_assets(partitions, settings)],
+        assets=[guest_source_asset(partitions, settings), *build_assets(partitions, settings), *history_assets(partitions, settings)],
         asset_checks=history_checks(partitions),
         jobs=[build, refresh_history, rebuild_check_job(), summary],
         schedules=[nightly_schedule(settings), *summary_schedules(settings, summary)],

@@ -115,6 +115,9 @@ def names(*roles: str) -> tuple[str, ...]:
 
 
 SOURCE_ASSET: str = names(SOURCE)[0]
+#: the observable source upstream of freebsd_source: a cheap look at the guest's source
+#: (defs/observation.py), a direct upstream of every asset that reads the source tree
+GUEST_SOURCE = "guest_source"
 BUILDS: tuple[str, ...] = names(BUILD)
 STAGES: tuple[str, ...] = names(STAGE)
 SLICES: tuple[str, ...] = names(SLICE)

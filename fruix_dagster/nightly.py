@@ -1,8 +1,8 @@
 """Whether anything changed since a target's last build, and its source now.
 
-Plain Python for the nightly schedule and the source-change sensor: before
-starting a run they ask the guest for its declared source store and compare
-it, the plan's step fingerprints (:mod:`fruix_dagster.build.plan`) and the
+Plain Python for the nightly schedule: before starting a run it looks at
+the guest's source cheaply (:mod:`fruix_dagster.source_probe`, no tree is
+streamed or hashed) and compares it, the plan's step fingerprints (:mod:`fruix_dagster.build.plan`) and the
 slice inputs with the latest materializations — if nothing changed, the
 scheduled run only re-reads ``freebsd_source``, whose unchanged data version
 keeps every downstream asset fresh.
@@ -14,12 +14,11 @@ from typing import Any, Mapping
 
 from fruix_dagster.build.plan import plan_for_target, slice_inputs
 from fruix_dagster.errors import FruixError
-from fruix_dagster.fruix.source import resolve_source
 from fruix_dagster.graph import LAST_STEP, SLICES, SOURCE_ASSET, spec
-from fruix_dagster.session import GuestSession
 from fruix_dagster.settings import Settings
+from fruix_dagster.source_probe import observe
 
-__all__ = ["current_source_hash", "plan_for_target", "slice_inputs", "what_changed"]
+__all__ = ["plan_for_target", "slice_inputs", "source_reasons", "what_changed"]
 
 
 def what_changed(settings: Settings, target_name: str, current_source_hash: str,
@@ -53,14 +52,24 @@ def what_changed(settings: Settings, target_name: str, current_source_hash: str,
     return reasons
 
 
-def current_source_hash(settings: Settings, target: str) -> str:
-    """What freebsd_source would record now, read from the guest (never boots a VM)."""
-    guest = settings.guest_for(target)
-    if guest.kind == "xcpng":
-        # polling must never boot a VM; the nightly run boots it and decides step by step
-        raise FruixError(f"guest {guest.name!r} is an xcpng VM: its source is read when a run boots it")
-    session = GuestSession(settings, guest)
+def source_reasons(settings: Settings, target: str,
+                   recorded_source: Mapping[str, Any] | None) -> tuple[list[str], str | None]:
+    """(reasons to build, the recorded store hash when the source is unchanged) — cheaply.
+
+    Never streams or hashes the tree: the guest's source is looked at with
+    :func:`fruix_dagster.source_probe.observe` and compared with the
+    observation ``freebsd_source`` recorded when it last read it
+    (``source_observation``).  Never boots a VM (an xcpng guest: a full run,
+    which boots it and decides step by step).
+    """
+    if settings.guest_for(target).kind == "xcpng":
+        return ["xcpng guest: the run boots the VM and decides step by step"], None
+    if not recorded_source:
+        return [f"{SOURCE_ASSET} was never materialized"], None
     try:
-        return resolve_source(session.transport, settings.source).store_hash
-    finally:
-        session.close()
+        now = observe(settings, target)
+    except FruixError as exc:
+        return [f"guest not readable now ({str(exc).splitlines()[0]})"], None
+    if recorded_source.get("source_observation") != now.data_version:
+        return [f"source changed since {SOURCE_ASSET} read it ({now.detail})"], None
+    return [], str(recorded_source["store_hash"])

@@ -21,6 +21,7 @@ import dagster as dg
 
 from fruix_dagster.build.plan import slice_globs, slice_inputs
 from fruix_dagster.defs.build_run import BuildRun
+from fruix_dagster.defs.observation import GUEST_SOURCE, last_observed, observation_event
 from fruix_dagster.defs.collection import carve_or_reuse, collect_or_reuse
 from fruix_dagster.defs.resources import BuildOptions, FruixResource
 from fruix_dagster.defs.results import (DEVENV_CHECK, build_result, devenv_check, required_checks,
@@ -28,14 +29,15 @@ from fruix_dagster.defs.results import (DEVENV_CHECK, build_result, devenv_check
 from fruix_dagster.defs.steps import build_kernel, expect_upstream, run_make
 from fruix_dagster.fruix.devenv import check_development_environment, needs_root
 from fruix_dagster.fruix.source import resolve_source
-from fruix_dagster.graph import (ARTIFACTS, CODE_VERSIONS, GROUP, REQUIRED_FILES, SLICES, SOURCE_ASSET,
-                                 check_name, spec)
+from fruix_dagster.graph import (ARTIFACTS, BUILD, CODE_VERSIONS, GROUP, REQUIRED_FILES, SLICES, SOURCE,
+                                 SOURCE_ASSET, STAGE, check_name, spec)
 from fruix_dagster.guest.buildroot_gc import object_tree
 from fruix_dagster.guest.fence import prepare_no_root_stage, remove_tree
 from fruix_dagster.guest.stage_stamp import make_stage_root, stage_differs, stamp_path, write_stamp
 from fruix_dagster.defs.view import asset_view, code_version
 from fruix_dagster.settings import Settings, load_settings
 from fruix_dagster.guest.srcsync import prepare_build_path
+from fruix_dagster.source_probe import mark_read
 
 __all__ = ["ARTIFACTS", "CODE_VERSIONS", "DEVENV_CHECK", "GROUP", "REQUIRED_FILES", "BuildRun",
            "build_assets", "check_name", "stage"]
@@ -84,7 +86,11 @@ def build_assets(partitions: dg.PartitionsDefinition,
     def asset(name: str, **kw):
         """code_version with the output-changing settings folded in; kinds, owners, tags (defs/view.py)."""
         s = spec(name)
-        return dg.asset(name=name, deps=list(s.deps), code_version=code_version(settings, name, CODE_VERSIONS[name]),
+        # guest_source is a direct upstream of every asset that reads the guest's source tree:
+        # Dagster 1.13 does not carry staleness through an asset, so a changed observation marks
+        # each of them stale at once, before any run
+        deps = list(s.deps) + ([GUEST_SOURCE] if s.role in (SOURCE, BUILD, STAGE) else [])
+        return dg.asset(name=name, deps=deps, code_version=code_version(settings, name, CODE_VERSIONS[name]),
                         partitions_def=partitions, group_name=GROUP, description=s.description,
                         check_specs=required_checks(name) + kw.pop("check_specs", []),
                         **asset_view(settings, name), **kw)
@@ -93,6 +99,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
     def freebsd_source(context: dg.AssetExecutionContext, fruix: FruixResource) -> dg.MaterializeResult:
         run = BuildRun.of(context, fruix)
         b = run.settings.build
+        # the read mark first: whatever changes on the guest after it shows in the next observation
+        observed = mark_read(run.session.transport, run.settings, run.target.name, context.run.run_id)
         src = resolve_source(run.session.transport, run.settings.source)
         devenv = check_development_environment(
             run.session.transport, system=run.session.guest.system, build_root=b.build_root,
@@ -104,7 +112,11 @@ def build_assets(partitions: dg.PartitionsDefinition,
             run.session.transport, run.session.steps, source_from=run.settings.source.from_,
             build_root=b.build_root, source_root=src.source_root, store_hash=src.store_hash,
             on_info=context.log.info) if devenv.ok else {}
-        return source_result(run, src, devenv, sync)
+        if last_observed(context.instance, run.target.name) is None:
+            # never observed (the sensor is off, or this run came first): observe it as read
+            # now, so that the next read records a pointer the UI's staleness can follow
+            context.log_event(observation_event(run.target.name, observed))
+        return source_result(run, src, devenv, {**sync, "source_observation": observed.data_version})
 
     @asset("world_build")
     def world_build(context: dg.AssetExecutionContext, fruix: FruixResource,

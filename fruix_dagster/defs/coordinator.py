@@ -47,8 +47,9 @@ GUEST_TAG = "fruix/guest"
 TARGET_TAG = "fruix/target"
 PARTITION_TAG = "dagster/partition"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
-#: assets whose materialization never opens a guest session
-HOST_ONLY_ASSETS = frozenset({"headers_slice", "bootloader_slice", "build_history"})
+#: assets whose materialization never opens a guest session, and guest_source, whose
+#: observation only looks at a reachable guest (never boots a VM) and must not wait behind a build
+HOST_ONLY_ASSETS = frozenset({"headers_slice", "bootloader_slice", "build_history", "guest_source"})
 #: jobs that never touch a guest
 HOST_ONLY_JOBS = frozenset({"refresh_history"})
 REBUILD_CHECK_JOB = "rebuild_check"

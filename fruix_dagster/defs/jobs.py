@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from fruix_dagster.defs.coordinator import GUEST_TAG  # noqa: F401  (the run queue's key; re-exported)
-from fruix_dagster.graph import GROUP
+from fruix_dagster.graph import GROUP, GUEST_SOURCE
 from fruix_dagster.settings import Settings
 
 BUILD_JOB = "build_target"
@@ -22,7 +22,7 @@ def build_job(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.Unr
 
     return dg.define_asset_job(
         BUILD_JOB,
-        selection=dg.AssetSelection.groups(GROUP),
+        selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.assets(GUEST_SOURCE),
         config=dg.PartitionedConfig(partitions_def=partitions,
                                     run_config_for_partition_key_fn=lambda _key: {},
                                     tags_for_partition_key_fn=tags),

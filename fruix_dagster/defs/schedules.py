@@ -1,4 +1,7 @@
-"""The nightly schedule and the source-change sensor: one run per target."""
+"""The nightly schedule (one run per target) and the history refresh after each build.
+
+The source-change sensor (an observation, no run) is in :mod:`.observation`.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,15 @@ import dagster as dg
 
 from fruix_dagster.defs.jobs import BUILD_JOB, run_tags
 from fruix_dagster.defs.records import latest
-from fruix_dagster.errors import FruixError
+from fruix_dagster.defs.observation import SENSOR
 from fruix_dagster.graph import NAMES, SOURCE_ASSET
-from fruix_dagster.nightly import current_source_hash, what_changed
+from fruix_dagster.nightly import source_reasons, what_changed
 from fruix_dagster.settings import Settings
 
-__all__ = ["SCHEDULE", "SENSOR", "HISTORY_SENSOR", "current_source_hash", "history_after_build_sensor",
-           "nightly_reasons", "nightly_schedule", "source_change_sensor"]
+__all__ = ["SCHEDULE", "SENSOR", "HISTORY_SENSOR", "history_after_build_sensor", "nightly_reasons",
+           "nightly_schedule"]
 
 SCHEDULE = "nightly_build"
-SENSOR = "source_change_sensor"
 
 
 def nightly_schedule(settings: Settings) -> dg.ScheduleDefinition:
@@ -51,55 +53,20 @@ def nightly_schedule(settings: Settings) -> dg.ScheduleDefinition:
 def nightly_reasons(settings: Settings, instance: dg.DagsterInstance, target: str) -> list[str]:
     """Why the nightly run of target must build (empty: nothing changed).
 
-    A guest that cannot be asked cheaply (a VM that may be halted) or cannot
-    be reached gets a full run: the run itself boots it and reuses every
-    unchanged step.
+    Cheap: the guest's source is looked at, never streamed or hashed
+    (:func:`fruix_dagster.nightly.source_reasons`).  A guest that cannot be
+    asked cheaply (a VM that may be halted) or cannot be reached gets a full
+    run: the run itself boots it and reuses every unchanged step.
     """
-    if settings.guest_for(target).kind == "xcpng":
-        return ["xcpng guest: the run boots the VM and decides step by step"]
-    try:
-        now = current_source_hash(settings, target)
-    except FruixError as exc:
-        return [f"guest not readable now ({str(exc).splitlines()[0]})"]
     recorded = {}
     for asset in NAMES:
         rec = latest(instance, asset, target)
         recorded[asset] = rec.metadata if rec else None
-    return what_changed(settings, target, now, recorded)
-
-
-def source_change_sensor(settings: Settings) -> dg.SensorDefinition:
-    s = settings.sensor
-
-    @dg.sensor(
-        name=SENSOR,
-        job_name=BUILD_JOB,
-        minimum_interval_seconds=s.interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING if s.enabled else dg.DefaultSensorStatus.STOPPED,
-        description="Polls each guest's declared source store; a changed store starts a run for its target.",
-    )
-    def _sensor(context: dg.SensorEvaluationContext):
-        requests, skipped = [], []
-        for target in settings.target_names:
-            try:
-                now = current_source_hash(settings, target)
-            except FruixError as exc:
-                skipped.append(f"{target}: {str(exc).splitlines()[0]}")
-                continue
-            rec = latest(context.instance, SOURCE_ASSET, target)
-            if rec is None or rec.metadata.get("store_hash") == now:
-                continue  # never built (the schedule or a person starts the first build) or unchanged
-            requests.append(dg.RunRequest(
-                run_key=f"{target}:{now}", partition_key=target,
-                tags={**run_tags(settings, target), "fruix/trigger": "source-change"}))
-        if skipped:
-            context.log.warning("unreachable or unreadable guests: " + "; ".join(skipped))
-        if not requests:
-            return dg.SkipReason("no target's source store changed"
-                                 + (f" ({len(skipped)} guests skipped)" if skipped else ""))
-        return requests
-
-    return _sensor
+    reasons, store_hash = source_reasons(settings, target, recorded[SOURCE_ASSET])
+    if reasons:
+        return reasons
+    assert store_hash is not None
+    return what_changed(settings, target, store_hash, recorded)
 
 
 HISTORY_SENSOR = "refresh_history_after_build"

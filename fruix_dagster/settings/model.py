@@ -180,6 +180,8 @@ class SensorSettings(_Table):
     _what, _single = "[sensor]", "sensor"
     interval_seconds: R.integer(10) = 300
     enabled: R.Boolean = True
+    #: start a build run of a target when the sensor observes a changed source
+    build: R.Boolean = True
 
 
 @_frozen
