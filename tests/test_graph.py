@@ -53,7 +53,10 @@ def test_the_definitions_are_built_from_the_registry():
     ag = defs.resolve_asset_graph()
     for a in G.ASSETS:
         node = ag.get(dg.AssetKey(a.name))
-        assert sorted(k.to_user_string() for k in node.parent_keys) == sorted(a.deps)
+        # plus guest_source (the cheap observation) on every asset that reads the source tree
+        reads_source = a.role in (G.SOURCE, G.BUILD, G.STAGE)
+        assert sorted(k.to_user_string() for k in node.parent_keys) == \
+            sorted(a.deps + ((G.GUEST_SOURCE,) if reads_source else ()))
         # the registry's code revision, with the output-changing settings folded in (defs/view.py)
         assert node.group_name == G.GROUP
         assert node.code_version == code_version(settings, a.name, a.code_version)

@@ -85,8 +85,12 @@ def test_only_what_changed_is_rebuilt(ssh_guest, tmp_path):
     defs = sb.defs()
     sensor = defs.resolve_sensor_def(SENSOR)
     with dg.build_sensor_context(instance=sb.instance, definitions=defs) as ctx:
-        requests = list(sensor(ctx))
+        result = sensor(ctx)
+    for event in result.asset_events:    # stored as the daemon stores a tick's runless events
+        sb.instance.report_runless_asset_event(event)
+    requests = result.run_requests
     assert [r.partition_key for r in requests] == ["amd64"]
+    assert [e.tags["dagster/data_version"] for e in result.asset_events] == [f"store:{new_hash}"]
     assert requests[0].tags["fruix/trigger"] == "source-change"
     assert sb.run().success
     assert latest(sb.instance, "freebsd_source", "amd64").metadata["store_hash"] == new_hash

@@ -55,7 +55,8 @@ def test_dg_check_and_list_defs(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
-    for name in ("kernel_stage", "build_history", "build_target", "nightly_build", "source_change_sensor"):
+    for name in ("kernel_stage", "build_history", "guest_source", "build_target", "nightly_build",
+                 "source_change_sensor"):
         assert name in out, name
 
     dg_name = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"]["code_location_name"]
