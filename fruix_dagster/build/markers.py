@@ -100,9 +100,13 @@ class LogScanner:
     """Feed build output chunk by chunk; collect markers, the failure triage
     (build/triage.py: first errors, where make stopped, stage) and the tail."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: bool = True) -> None:
+        """``errors=False``: markers and the tail only (one ``bytes.find`` pass
+        per chunk), for following a build whose triage, if it fails, is read
+        afterwards from the whole log (build/run.py)."""
         from fruix_dagster.build.triage import ErrorScanner
 
+        self._errors = errors
         self._carry = b""
         self._tail = bytearray()
         self.triage_scanner = ErrorScanner()
@@ -145,7 +149,8 @@ class LogScanner:
         # it; a failure's stage is the last header seen before the end.
         for m in found:
             self.triage_scanner.marker(m)
-        self.triage_scanner.scan(buf, end)
+        if self._errors:
+            self.triage_scanner.scan(buf, end)
         return found
 
     def tail(self, lines: int = 40) -> list[str]:

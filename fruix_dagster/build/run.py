@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
@@ -113,7 +114,9 @@ def run_step(
     for w in launch.warnings:
         info(f"WARNING: {w}")
     info(f"{step.name}: {launch.action} in {launch.step_dir}")
-    scanner = LogScanner()
+    # Following scans for markers only (one pass per chunk); a failed step's
+    # triage reads its whole log once, afterwards (see _triage).
+    scanner = LogScanner(errors=False)
     offset = 0
     host_log = None
     if launch.action == "reused":
@@ -144,14 +147,8 @@ def run_step(
                           marker_offsets(marks, started), steps.read_command(launch.step_dir),
                           reported_seconds(marks), host_log, epoch_cleaned(marks))
     if status.state == "vanished" or outcome.exit_status != 0:
-        if scanner.bytes_seen < status.log_size:
-            # The first error may be far from the end: read the whole log,
-            # in big chunks, through the same scanner.
-            scanner = LogScanner()
-            for data in _chunks(steps, launch.step_dir, 0):
-                scanner.feed(data)
-            scanner.finish()
-        raise _failure(step, launch, status.state, outcome.exit_status, scanner)
+        raise _failure(step, launch, status.state, outcome.exit_status,
+                       _triage(steps, launch.step_dir, host_log, status.log_size))
     return outcome
 
 
@@ -209,9 +206,8 @@ def _follow(steps: DetachedSteps, launch: Launch, step: MakeStep, scanner: LogSc
     for data in _chunks(steps, launch.step_dir, offset):
         if out is not None:
             out.write(data)
-        scanner.feed(data)
-    scanner.finish()
-    triage = scanner.triage(launch.log_path, None)
+        offset += len(data)
+    triage = _triage(steps, launch.step_dir, None, offset).triage(launch.log_path, None)
     raise StepTimeout(
         f"{step.name} timed out: it {why}; its processes were stopped on the guest.\n"
         + _details(step, triage),
@@ -224,6 +220,24 @@ def _over_limit(limits: Limits, elapsed: int | None, silent: float) -> str | Non
     if limits.silent_s is not None and silent > limits.silent_s:
         return f"printed nothing for {silent:.0f} s, over the silence limit of {limits.silent_s:g} s"
     return None
+
+
+def _triage(steps: DetachedSteps, step_dir: str, host_log: str | None, log_size: int) -> LogScanner:
+    """The whole log of a failed step through a full scanner (first errors,
+    where make stopped, stage, tail), read once: from the host copy when it
+    holds all ``log_size`` bytes, else from the guest in big pieces.  The
+    first error may be 100,000 lines before the end; following never paid
+    for error scanning (build/markers.py ``errors=False``)."""
+    scanner = LogScanner()
+    if host_log is not None and os.path.getsize(host_log) >= log_size:
+        with open(host_log, "rb") as f:
+            while data := f.read(8 << 20):
+                scanner.feed(data)
+    else:
+        for data in _chunks(steps, step_dir, 0):
+            scanner.feed(data)
+    scanner.finish()
+    return scanner
 
 
 def _chunks(steps: DetachedSteps, step_dir: str, offset: int) -> Iterator[bytes]:

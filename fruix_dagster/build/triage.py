@@ -34,11 +34,15 @@ MAX_ERRORS = 20
 TAIL_LINES = 40
 
 # Needles that find candidate lines (each a pass of bytes.find over the
-# chunk, so few): "rror" finds "error:" and "Error code", "ERROR:" the
-# Makefile.inc1 checks, "stopped" make's stopped lines.  A .error line is
-# found as the line make prints just before stopping, and a failing
-# command's message (install: ...) as the line before "*** Error code N".
-_NEEDLES = (b"rror", b"ERROR:")
+# chunk, so few): "error:" the compiler's and linker's diagnostics, "Error
+# code" make's error lines (job.c, compat.c), "ERROR:" the Makefile.inc1
+# checks, "stopped" make's stopped lines.  A .error line is found as the
+# line make prints just before stopping, and a failing command's message
+# (install: ...) as the line before "*** Error code N".  Not "rror": every
+# compile line of a real buildworld carries -Werror and -Wno-error=...
+# (share/mk/bsd.sys.mk adds -Werror to CWARNFLAGS for WARNS >= 1 unless
+# MK_WERROR is no), so it would send every line through the regexes.
+_NEEDLES = (b"error:", b"Error code", b"ERROR:")
 _STOPPED = (b"stopped",)
 
 _COMPILER = re.compile(r"^(?:\S+:\d+(?::\d+)?: (?:fatal )?error: |(?:cc|c\+\+|clang|gcc|ld(?:\.lld)?|ar): (?:fatal )?error: )")
