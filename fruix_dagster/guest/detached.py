@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from fruix_dagster.errors import GuestError
+from fruix_dagster.errors import GuestError, TransportError
 from fruix_dagster.guest.fence import check_build_root
 from fruix_dagster.guest.transport import Transport
 
@@ -193,8 +193,16 @@ if [ $n -gt 0 ]; then tail -c +$((off + 1)) "$d/log" | head -c "$n"; fi
 # Frames, one after another on stdout: the _POLL header line, then n log bytes.
 # One exec channel for the whole follow: the per-frame cost is a few forks on
 # the guest, and the bytes go out in one pipeline per frame however many.
+# First line "follower <pid>": the host sends that pid SIGTERM when it closes
+# the stream early (a limit, an error), and the trap ends the pending sleep
+# too -- waiting on it with `wait` lets the trap run at once (POSIX wait is
+# interrupted by a trapped signal) -- so a closed follow leaves nothing
+# running on the guest.
 _FOLLOW = r'''
 d=$1 off=$2 follow=$3 sleeps=$4 bound=$5
+sp=
+trap 'kill $sp 2>/dev/null; exit 0' TERM
+echo "follower $$"
 alive() { s=$(ps -p "$1" -o stat= 2>/dev/null) || return 1; case "$s" in ""|*Z*) return 1 ;; esac; }
 t0=$(date +%s)
 left=$sleeps
@@ -224,7 +232,9 @@ while :; do
   if [ $n -eq 0 ]; then
     s=${left%% *}
     case $left in *" "*) left=${left#* } ;; esac
-    sleep "$s" 2>/dev/null || sleep 1
+    sleep "$s" 2>/dev/null & sp=$!
+    wait $sp || { sleep 1 & sp=$!; wait $sp; }
+    sp=
   fi
 done
 '''
@@ -395,32 +405,50 @@ class DetachedSteps:
         argv = ["sh", "-c", _FOLLOW, "sh", step_dir, str(offset), "1" if follow else "0",
                 " ".join(sleeps), str(max(1, int(bound_s)))]
         with self.transport.open_stream(argv) as src:
-            buf = b""
-            while True:
-                while (nl := buf.find(b"\n")) < 0:
-                    more = src.read(STREAM_CHUNK)
-                    if not more:
-                        if buf:
+            buf, follower, ended = b"", None, False
+            try:
+                while True:
+                    while (nl := buf.find(b"\n")) < 0:
+                        more = src.read(STREAM_CHUNK)
+                        if not more:
+                            if buf:
+                                raise GuestError(
+                                    f"following {step_dir}: the guest's stream ended inside a status line: {buf[:200]!r}")
+                            ended = True
+                            return
+                        buf = buf + more if buf else more
+                    if follower is None:
+                        first = buf[:nl].decode("ascii", "replace")
+                        if not re.fullmatch(r"follower [0-9]+", first):
                             raise GuestError(
-                                f"following {step_dir}: the guest's stream ended inside a status line: {buf[:200]!r}")
-                        return
-                    buf = buf + more if buf else more
-                status, n = _frame_header(step_dir, buf[:nl])
-                rest = memoryview(buf)[nl + 1:]
-                buf = b""
-                if n == 0:
-                    yield status, b""
-                while n > 0:
-                    if not rest:
-                        rest = memoryview(src.read(STREAM_CHUNK))
+                                f"following {step_dir}: expected 'follower <pid>' from the guest's "
+                                f"follow command, got {first[:200]!r}")
+                        follower, buf = first.split()[1], buf[nl + 1:]
+                        continue
+                    status, n = _frame_header(step_dir, buf[:nl])
+                    rest = memoryview(buf)[nl + 1:]
+                    buf = b""
+                    if n == 0:
+                        yield status, b""
+                    while n > 0:
                         if not rest:
-                            raise GuestError(
-                                f"following {step_dir}: expected {n} more log bytes from the guest, "
-                                f"the stream ended")
-                    piece, rest = rest[:n], rest[n:]
-                    n -= len(piece)
-                    yield status, bytes(piece)
-                buf = bytes(rest)
+                            rest = memoryview(src.read(STREAM_CHUNK))
+                            if not rest:
+                                raise GuestError(
+                                    f"following {step_dir}: expected {n} more log bytes from the guest, "
+                                    f"the stream ended")
+                        piece, rest = rest[:n], rest[n:]
+                        n -= len(piece)
+                        yield status, bytes(piece)
+                    buf = bytes(rest)
+            except TransportError:
+                ended = True          # the connection is gone; so is the follower's pipe
+                raise
+            finally:
+                if not ended and follower is not None:
+                    # closed early (a limit, the caller's error): stop the
+                    # follower and its sleep now rather than at its next write
+                    self.transport.run(["kill", "-TERM", follower])
 
     def kill(self, step_dir: str) -> str:
         res = self.transport.sh(_KILL, step_dir)
