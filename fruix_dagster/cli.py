@@ -159,7 +159,7 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
     from fruix_dagster.defs.records import referenced_logs, referenced_paths
     from fruix_dagster.settings import load_settings
     from fruix_dagster.store import ArtifactStore
-    from fruix_dagster.store.log_gc import GRACE_SECONDS, gc_logs
+    from fruix_dagster.store.log_gc import gc_logs
 
     settings = load_settings()
     instance = _instance()
@@ -175,12 +175,12 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
           f"remain in {store.root}")
     logs = gc_logs(settings.store.root,
                    referenced_logs(instance, settings.target_names, settings.store.keep),
-                   dry_run=args.dry_run)
+                   dry_run=args.dry_run, grace_seconds=settings.store.keep_log_days * 86400)
     for path in logs:
         print(f"{verb} {path}")
     print(f"{verb} {len(logs)} log copies; kept every log the newest {settings.store.keep} "
           f"materializations per asset and target name (log_path), and those younger than "
-          f"{GRACE_SECONDS // 3600:g} h")
+          f"{settings.store.keep_log_days:g} days (store.keep_log_days)")
     return 0
 
 

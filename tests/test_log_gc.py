@@ -10,7 +10,7 @@ from fruix_dagster.defs.records import recent
 from fruix_dagster.graph import NAMES
 from tests.conftest import make_local_build
 
-OLD = time.time() - 3 * 24 * 3600  # past the 24 h grace
+OLD = time.time() - 3 * 24 * 3600  # past the store.keep_log_days = 2 the test sets (default 14)
 
 
 def _named_logs(lb, depth: int) -> set[Path]:
@@ -25,7 +25,7 @@ def _named_logs(lb, depth: int) -> set[Path]:
 def test_store_gc_removes_log_copies_no_kept_materialization_names(tmp_path, monkeypatch, capsys):
     from fruix_dagster import cli
 
-    store = {"root": str(tmp_path / "store"), "keep": 1}
+    store = {"root": str(tmp_path / "store"), "keep": 1, "keep_log_days": 2}
     lb = make_local_build(tmp_path, store=store)
     assert lb.run().success
     first_kernel = {Path(r.metadata["log_path"]) for r in recent(lb.instance, "kernel_build", "amd64", 1)}

@@ -500,6 +500,8 @@ INVALID = [
      "store.collect_retries", "-1"),
     ("store-collect-backoff-negative", "[store]\ncollect_backoff_seconds = -2\n" + LOCAL_GUEST + TARGET,
      "store.collect_backoff_seconds", "-2"),
+    ("store-keep-log-days-negative", "[store]\nkeep_log_days = -1\n" + LOCAL_GUEST + TARGET,
+     "store.keep_log_days", "-1"),
     ("no-root-user-root", '[build]\nno_root_user = "root"\n' + LOCAL_GUEST + TARGET, "build.no_root_user", "'root'"),
     ("no-root-user-spaces", '[build]\nno_root_user = "a b; rm"\n' + LOCAL_GUEST + TARGET, "build.no_root_user",
      "'a b; rm'"),

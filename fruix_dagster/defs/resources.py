@@ -139,7 +139,8 @@ class FruixResource(dg.ConfigurableResource):
         if removed and context.log is not None:
             context.log.info(f"store gc: removed {len(removed)} entries no longer kept")
         logs = gc_logs(settings.store.root,
-                       referenced_logs(context.instance, settings.target_names, settings.store.keep))
+                       referenced_logs(context.instance, settings.target_names, settings.store.keep),
+                       grace_seconds=settings.store.keep_log_days * 86400)
         if logs and context.log is not None:
             context.log.info(f"store gc: removed {len(logs)} build log copies no kept "
                              f"materialization names")

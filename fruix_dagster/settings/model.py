@@ -152,6 +152,9 @@ class StoreSettings(_Table):
     collect_retries: R.integer(0) = 3
     #: seconds before the first restart, doubled for each further one
     collect_backoff_seconds: R.number(ge=0) = 2.0
+    #: host log copies no kept materialization names (a failed step's log,
+    #: which its failure message and notification link) are kept this long
+    keep_log_days: R.number(ge=0) = 14.0
 
 
 def _keep_default_key_files(v: tuple[str, ...]) -> tuple[str, ...]:

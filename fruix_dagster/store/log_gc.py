@@ -2,8 +2,9 @@
 
 A log copy is kept while a kept materialization names it (metadata ``log_path``
 or ``log_path:<step>``; :func:`fruix_dagster.defs.records.referenced_logs`), and
-while it is younger than ``grace_seconds``: a step that has just ended (or just
-failed, whose message and notification name its log) has no materialization yet.
+while it is younger than ``grace_seconds`` (``store.keep_log_days``): a step that
+has just ended has no materialization yet, and a failed one never gets one —
+its failure message and notification name its log.
 ``….log.partial`` files belong to a step that is still being followed, or to an
 orchestrator that died while following one (the next follow of that step
 finishes the copy), and are never removed here.  Everything else under
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Iterable
 
 #: a finished step's log copy is never removed before it is this old
-GRACE_SECONDS = 24 * 3600
+#: (the default of the setting store.keep_log_days, 14 days: a failed
+#: nightly's log outlives a long weekend and the notifications linking it)
+GRACE_SECONDS = 14 * 24 * 3600
 
 
 def unreferenced_logs(store_root: str | os.PathLike, referenced: Iterable[str | os.PathLike], *,
