@@ -95,7 +95,7 @@ def history_view(run: BuildRun, asset: str, meta: dict[str, Any]) -> dict[str, A
 
     version = code_version(run.settings, asset, CODE_VERSIONS[asset])
     rows = [*iter_rows(run.context.instance, input_assets([asset]), [run.target.name]),
-            current_row(asset, run.target.name, run.context.run_id, meta, version)]
+            current_row(asset, run.target.name, run.context.run.run_id, meta, version)]
     frame = history_frame(rows, key_files=run.settings.slices.key_files)
     frame = frame[frame["asset"] == asset]
     return {"history_chart": inline_chart(frame, title=f"{asset} — target {run.target.name}"),
