@@ -30,6 +30,8 @@ tagged with its guest, and deterministic.
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from fruix_dagster.defs.records import latest
@@ -64,6 +66,14 @@ def last_observed(instance: dg.DagsterInstance, target: str) -> str | None:
 
 
 def guest_source_asset(partitions: dg.PartitionsDefinition, settings: Settings):
+    # observable_source_asset is beta in 1.13 and says so on every load of the
+    # definitions (webserver, daemon, every run worker): once is in this comment
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _guest_source_asset(partitions)
+
+
+def _guest_source_asset(partitions: dg.PartitionsDefinition):
     @dg.observable_source_asset(
         name=GUEST_SOURCE, partitions_def=partitions, group_name=GROUP,
         description="The guest's source as a cheap observation (declared store item, or a "
