@@ -26,7 +26,10 @@ checks that every path found every marker and (a+t), (f), (p) the first
 error and where make stopped.  Needs root (the test guest uses a mount
 namespace).  Usage: .venv/bin/python benchmarks/follow.py [--runs 5] [--mb 300]
 
-Measured: see README ("Following a build's log").
+Measured here (2 shared cores, noisy), 307 MB: median of 3 / of 5:
+(a) 1.96 / 2.08 s, (t) 1.08 / 1.10 s, (b) 2.60 / 2.21 s, (c) 2.11 / 1.15 s,
+(f) 3.03 / 2.81 s, (p) 5.98 / 4.73 s: a/b 0.75 / 0.94 (target met),
+(a+t)/b 1.17 / 1.43, f/b 1.17 / 1.27, p/b 2.30 / 2.13.
 """
 
 from __future__ import annotations
