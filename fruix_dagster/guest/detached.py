@@ -166,19 +166,27 @@ while [ ! -s "$d/pid" ] && [ $i -lt 100 ]; do sleep 0.1 2>/dev/null || sleep 1; 
 echo started
 '''
 
+# The step's state and log size, as both _POLL and each _FOLLOW frame read
+# them: `state` sets st (starting|running|exited|vanished), rc and size of $d.
+_STATE = r'''
+alive() { s=$(ps -p "$1" -o stat= 2>/dev/null) || return 1; case "$s" in ""|*Z*) return 1 ;; esac; }
+state() {
+  if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status")
+  elif [ -s "$d/pid" ] && alive "$(cat "$d/pid")"; then st=running; rc=-
+  elif [ -s "$d/pid" ]; then
+    if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status"); else st=vanished; rc=-; fi
+  else st=starting; rc=-
+  fi
+  size=$(wc -c < "$d/log" 2>/dev/null) || size=0
+  size=$((size + 0))
+}
+'''
+
 # $1 step dir, $2 offset, $3 max bytes.
 # First line: "<state> <exit|-> <log size> <n> <guest now> <started|->", then n log bytes.
-_POLL = r'''
+_POLL = _STATE + r'''
 d=$1 off=$2 max=$3
-alive() { s=$(ps -p "$1" -o stat= 2>/dev/null) || return 1; case "$s" in ""|*Z*) return 1 ;; esac; }
-if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status")
-elif [ -s "$d/pid" ] && alive "$(cat "$d/pid")"; then st=running; rc=-
-elif [ -s "$d/pid" ]; then
-  if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status"); else st=vanished; rc=-; fi
-else st=starting; rc=-
-fi
-size=$(wc -c < "$d/log" 2>/dev/null) || size=0
-size=$((size + 0))
+state
 n=$((size - off))
 [ $n -gt "$max" ] && n=$max
 [ $n -lt 0 ] && n=0
@@ -198,23 +206,15 @@ if [ $n -gt 0 ]; then tail -c +$((off + 1)) "$d/log" | head -c "$n"; fi
 # too -- waiting on it with `wait` lets the trap run at once (POSIX wait is
 # interrupted by a trapped signal) -- so a closed follow leaves nothing
 # running on the guest.
-_FOLLOW = r'''
+_FOLLOW = _STATE + r'''
 d=$1 off=$2 follow=$3 sleeps=$4 bound=$5
 sp=
 trap 'kill $sp 2>/dev/null; exit 0' TERM
 echo "follower $$"
-alive() { s=$(ps -p "$1" -o stat= 2>/dev/null) || return 1; case "$s" in ""|*Z*) return 1 ;; esac; }
 t0=$(date +%s)
 left=$sleeps
 while :; do
-  if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status")
-  elif [ -s "$d/pid" ] && alive "$(cat "$d/pid")"; then st=running; rc=-
-  elif [ -s "$d/pid" ]; then
-    if [ -f "$d/status" ]; then st=exited; rc=$(cat "$d/status"); else st=vanished; rc=-; fi
-  else st=starting; rc=-
-  fi
-  size=$(wc -c < "$d/log" 2>/dev/null) || size=0
-  size=$((size + 0))
+  state
   n=$((size - off))
   [ $n -lt 0 ] && n=0
   started=$(cat "$d/started" 2>/dev/null) || started=-
