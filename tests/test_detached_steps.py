@@ -195,7 +195,7 @@ def test_stream_ends_at_its_bound_and_a_new_one_resumes_at_the_offset(steps, tmp
 
 
 def test_stream_of_a_big_finished_log_comes_in_big_exact_pieces(steps, tmp_path):
-    from fruix_dagster.guest.detached import STREAM_CHUNK
+    from fruix_dagster.guest.step_log import STREAM_CHUNK
     launch = steps.launch(spec("s", "true", cwd=str(tmp_path)))
     follow(steps, launch.step_dir)
     log = Path(launch.log_path)
