@@ -48,12 +48,12 @@ mutation Reset($selector: ScheduleSelector!) {
 }"""
 
 
-def step_records(build_root: Path) -> list[tuple[int, int, str]]:
+def step_records(build_root: Path) -> list[tuple[float, float, str]]:
     """(started, finished, step dir) of every step the guest ran, archived attempts included."""
     out = []
     for started in (build_root / "steps").glob("**/started"):
         d = started.parent
-        out.append((int(started.read_text()), int((d / "finished").read_text()), str(d.relative_to(build_root))))
+        out.append((float(started.read_text()), float((d / "finished").read_text()), str(d.relative_to(build_root))))
     return sorted(out)
 
 

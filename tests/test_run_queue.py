@@ -22,11 +22,11 @@ from tests.conftest import REPO, make_local_build
 BIN = REPO / ".venv" / "bin"
 
 
-def step_intervals(root: Path) -> list[tuple[int, int, str]]:
+def step_intervals(root: Path) -> list[tuple[float, float, str]]:
     out = []
     for started in (root / "steps").glob("**/started"):
         d = started.parent
-        out.append((int(started.read_text()), int((d / "finished").read_text()), str(d.relative_to(root))))
+        out.append((float(started.read_text()), float((d / "finished").read_text()), str(d.relative_to(root))))
     return sorted(out)
 
 
