@@ -101,7 +101,8 @@ def test_a_killed_orchestrator_reattaches_on_rerun(ssh_guest, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for(lambda: step_runs(sb.build_root, "buildworld") == 1, 60, "buildworld to start")
-        time.sleep(1)
+        wait_for(lambda: any(log.stat().st_size > 0 for log in (sb.build_root / "steps").glob("buildworld-*/log")),
+                 60, "buildworld to print its first output")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
